@@ -1,0 +1,51 @@
+/* A blocking client for the broker, for command-line tools and tests.
+ *
+ * It runs its own private libuv loop, so calls block the calling thread and
+ * nothing else: connect (TCP, TLS with the broker's pin, Hello), then one
+ * request at a time, each answered by the reply with the same request id. */
+#ifndef AN_CLIENT_H
+#define AN_CLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/arena.h"
+#include "proto/archnet.pb-c.h"
+
+typedef struct an_client an_client_t;
+
+typedef struct an_client_params {
+  const char *broker;     /* "HOST:PORT" */
+  const char *pin;        /* "sha256//..." of the broker's key */
+  Archnet__Role role;
+  const char *node_name;  /* for the broker's logs; may be NULL */
+  const char *software;   /* "archnet-worker/0.1.0"; may be NULL */
+  uint32_t max_frame;     /* 0 = AN_CONN_DEFAULT_MAX_FRAME */
+  uint64_t timeout_ms;    /* per call, including connect; 0 = 30 s */
+  /* Overrides the protocol version sent in Hello; tests only (0 = ours). */
+  uint32_t protocol_version;
+} an_client_params_t;
+
+/* Connects and says Hello. On failure returns an error (AN_EPIN, AN_ETLS,
+ * AN_EVERSION, UV_ECONNREFUSED, UV_ETIMEDOUT, AN_EREMOTE...) with a sentence
+ * for a person in `err`; *out is left NULL. */
+int an_client_connect(const an_client_params_t *params, an_client_t **out, char *err,
+                      size_t errlen);
+
+/* Sends `req` (its request_id is assigned here) and waits for the reply,
+ * unpacked into `arena`. If the broker answers with an Error, *reply is set,
+ * the message goes to `err` and AN_EREMOTE is returned. */
+int an_client_call(an_client_t *c, Archnet__Envelope *req, an_arena_t *arena,
+                   Archnet__Envelope **reply, char *err, size_t errlen);
+
+/* Round trip of a Ping; the time it took in nanoseconds. */
+int an_client_ping(an_client_t *c, uint64_t *rtt_ns, char *err, size_t errlen);
+
+/* What the broker said in HelloOk. Valid until an_client_close. */
+const char *an_client_broker_software(const an_client_t *c);
+uint64_t an_client_session_id(const an_client_t *c);
+
+/* Closes politely (close_notify) and frees everything. NULL is fine. */
+void an_client_close(an_client_t *c);
+
+#endif

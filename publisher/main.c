@@ -1,0 +1,29 @@
+/* archnet-publisher: the data owner's program. Training ArchNet, encoding and
+ * submitting datasets arrive with later modules; for now it can check that a
+ * broker is reachable and trusted. */
+#include <signal.h>
+
+#include "common/cli.h"
+#include "common/probe.h"
+
+static int cmd_ping(int argc, char **argv) {
+  return an_probe_main("archnet-publisher", ARCHNET__ROLE__ROLE_PUBLISHER, argc, argv);
+}
+
+static const an_subcommand_t commands[] = {
+    {"ping", "check that a broker is reachable and matches its pin", cmd_ping},
+};
+
+static const an_program_t program = {
+    .name = "archnet-publisher",
+    .summary = "The data owner's tool: trains ArchNet (an H-encoder and L-decoder kept as a\n"
+               "secret key), uploads only H-encoded data to a broker, and fetches the model\n"
+               "that volunteers trained on it.",
+    .commands = commands,
+    .n_commands = sizeof commands / sizeof commands[0],
+};
+
+int main(int argc, char **argv) {
+  signal(SIGPIPE, SIG_IGN);
+  return an_cli_main(&program, argc, argv);
+}

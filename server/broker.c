@@ -1,0 +1,160 @@
+#include "server/broker.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/error.h"
+#include "common/list.h"
+#include "common/log.h"
+#include "common/net/addr.h"
+#include "server/session.h"
+
+struct an_broker {
+  uv_tcp_t listener;
+  an_broker_params_t params;
+  char *listen_copy;
+  char address[64];
+  an_list_t sessions;
+  uint32_t n_sessions;
+  uint64_t next_session_id;
+  int stopping;
+  int listener_closed;
+};
+
+static void an_broker_on_session_gone(an_session_t *s, void *arg) {
+  an_broker_t *b = arg;
+  an_list_remove(an_session_link(s));
+  b->n_sessions--;
+}
+
+static void an_broker_on_connection(uv_stream_t *server, int status) {
+  an_broker_t *b = server->data;
+  an_conn_params_t cp = {
+      .max_frame = b->params.max_frame,
+      .handshake_timeout_ms = b->params.handshake_timeout_ms,
+      .idle_timeout_ms = b->params.idle_timeout_ms,
+  };
+  an_session_env_t env = {
+      .max_frame = b->params.max_frame,
+      .on_gone = an_broker_on_session_gone,
+      .broker = b,
+  };
+  an_session_t *s;
+  int rc;
+
+  if (status < 0) {
+    AN_LOG(AN_LOG_WARN, "broker", "accept failed: %s", an_strerror(status));
+    return;
+  }
+  if (b->stopping)
+    return;
+  if (b->params.max_sessions && b->n_sessions >= b->params.max_sessions) {
+    /* Take the connection off the backlog and drop it at once; a client
+     * retries with backoff. */
+    uv_tcp_t *reject = malloc(sizeof *reject);
+    AN_LOG(AN_LOG_WARN, "broker", "refusing a connection: %u sessions open (max-sessions)",
+           b->n_sessions);
+    if (reject && uv_tcp_init(server->loop, reject) == 0) {
+      uv_accept(server, (uv_stream_t *)reject);
+      uv_close((uv_handle_t *)reject, (uv_close_cb)free);
+    } else {
+      free(reject);
+    }
+    return;
+  }
+  rc = an_session_accept(server, b->params.tls, &cp, &env, ++b->next_session_id, &s);
+  if (rc != 0) {
+    AN_LOG(AN_LOG_WARN, "broker", "cannot start a session: %s", an_strerror(rc));
+    return;
+  }
+  an_list_push(&b->sessions, an_session_link(s));
+  b->n_sessions++;
+}
+
+static int an_broker_write_ready_file(const char *path, const char *address, char *err,
+                                      size_t errlen) {
+  char tmp[4096];
+  FILE *f;
+  /* Write then rename, so a reader never sees half an address. */
+  snprintf(tmp, sizeof tmp, "%s.tmp", path);
+  f = fopen(tmp, "w");
+  if (!f || fprintf(f, "%s\n", address) < 0 || fclose(f) != 0 || rename(tmp, path) != 0) {
+    snprintf(err, errlen, "cannot write ready file %s", path);
+    return UV_EIO;
+  }
+  return 0;
+}
+
+int an_broker_start(uv_loop_t *loop, const an_broker_params_t *params, an_broker_t **out,
+                    char *err, size_t errlen) {
+  struct sockaddr_storage addr;
+  int len = sizeof addr;
+  an_broker_t *b;
+  int rc;
+
+  *out = NULL;
+  if ((rc = an_addr_resolve(params->listen, &addr, err, errlen)) != 0)
+    return rc;
+  b = calloc(1, sizeof *b);
+  if (!b || !(b->listen_copy = strdup(params->listen))) {
+    free(b);
+    snprintf(err, errlen, "out of memory");
+    return UV_ENOMEM;
+  }
+  b->params = *params;
+  b->params.listen = b->listen_copy;
+  b->params.ready_file = NULL; /* used only here, below */
+  an_list_init(&b->sessions);
+  uv_tcp_init(loop, &b->listener);
+  b->listener.data = b;
+  if ((rc = uv_tcp_bind(&b->listener, (struct sockaddr *)&addr, 0)) != 0 ||
+      (rc = uv_listen((uv_stream_t *)&b->listener, 128, an_broker_on_connection)) != 0) {
+    snprintf(err, errlen, "cannot listen on %s: %s", params->listen, an_strerror(rc));
+    goto fail;
+  }
+  uv_tcp_getsockname(&b->listener, (struct sockaddr *)&addr, &len);
+  an_addr_format((struct sockaddr *)&addr, b->address, sizeof b->address);
+  if (params->ready_file &&
+      (rc = an_broker_write_ready_file(params->ready_file, b->address, err, errlen)) != 0)
+    goto fail;
+  AN_LOG(AN_LOG_INFO, "broker", "listening on %s (TLS 1.3, max frame %u bytes)", b->address,
+         b->params.max_frame);
+  *out = b;
+  return 0;
+fail:
+  /* The listener is a live handle: let the loop close it, then free. */
+  b->stopping = 1;
+  uv_close((uv_handle_t *)&b->listener, NULL);
+  uv_run(loop, UV_RUN_NOWAIT);
+  free(b->listen_copy);
+  free(b);
+  return rc;
+}
+
+const char *an_broker_address(const an_broker_t *b) { return b->address; }
+
+static void an_broker_on_listener_closed(uv_handle_t *h) {
+  an_broker_t *b = h->data;
+  b->listener_closed = 1;
+}
+
+void an_broker_stop(an_broker_t *b) {
+  an_list_t *it, *next;
+  if (b->stopping)
+    return;
+  b->stopping = 1;
+  AN_LOG(AN_LOG_INFO, "broker", "stopping: closing %u sessions", b->n_sessions);
+  uv_close((uv_handle_t *)&b->listener, an_broker_on_listener_closed);
+  for (it = b->sessions.next; it != &b->sessions; it = next) {
+    next = it->next; /* closing never unlinks synchronously, but be safe */
+    an_session_close(an_session_from_link(it));
+  }
+}
+
+void an_broker_free(an_broker_t *b) {
+  if (!b)
+    return;
+  free(b->listen_copy);
+  free(b);
+}

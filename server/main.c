@@ -1,0 +1,273 @@
+/* archnet-broker: the task broker daemon and its admin commands. */
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <uv.h>
+
+#include "common/cli.h"
+#include "common/error.h"
+#include "common/log.h"
+#include "common/net/conn.h"
+#include "common/net/tls.h"
+#include "server/broker.h"
+#include "server/identity.h"
+
+typedef struct run_settings {
+  char *listen;
+  char *data_dir;
+  char *cert;
+  char *key;
+  uint64_t max_frame;
+  int64_t handshake_timeout_ms;
+  int64_t idle_timeout_s;
+  int64_t max_sessions;
+  char *log_level;
+  char *ready_file;
+} run_settings_t;
+
+#define RUN_OPT(field) offsetof(run_settings_t, field)
+
+static const an_option_t run_options[] = {
+    {"listen", AN_OPT_STR, RUN_OPT(listen), "127.0.0.1:7443", 0, 0, "HOST:PORT",
+     "address to accept workers and publishers on; port 0 picks a free port"},
+    {"data-dir", AN_OPT_STR, RUN_OPT(data_dir), "broker-data", 0, 0, "DIR",
+     "the broker's state directory (identity, later the task store)"},
+    {"cert", AN_OPT_STR, RUN_OPT(cert), NULL, 0, 0, "FILE",
+     "TLS certificate (PEM); default DIR/" AN_IDENTITY_CERT},
+    {"key", AN_OPT_STR, RUN_OPT(key), NULL, 0, 0, "FILE",
+     "TLS private key (PEM); default DIR/" AN_IDENTITY_KEY},
+    {"max-frame", AN_OPT_SIZE, RUN_OPT(max_frame), "16M", 1024, 1073741824.0, "BYTES",
+     "largest message a client may send"},
+    {"handshake-timeout-ms", AN_OPT_INT, RUN_OPT(handshake_timeout_ms), "10000", 100, 600000,
+     "MS", "drop clients that do not finish the TLS handshake in time"},
+    {"idle-timeout", AN_OPT_INT, RUN_OPT(idle_timeout_s), "300", 0, 86400, "SECONDS",
+     "drop sessions silent for this long; 0 = never"},
+    {"max-sessions", AN_OPT_INT, RUN_OPT(max_sessions), "1024", 1, 1000000, "N",
+     "refuse connections beyond this many"},
+    {"log-level", AN_OPT_STR, RUN_OPT(log_level), "info", 0, 0, "LEVEL",
+     "debug, info, warn, error or off", an_config_check_log_level},
+    {"ready-file", AN_OPT_STR, RUN_OPT(ready_file), NULL, 0, 0, "FILE",
+     "once listening, write the bound HOST:PORT here (for scripts and tests)"},
+};
+
+static const an_command_spec_t run_spec = {
+    .program = "archnet-broker",
+    .command = "run",
+    .summary = "Run the broker: accept TLS connections from publishers and workers and\n"
+               "answer them. Stops cleanly on SIGINT or SIGTERM. Create the broker's\n"
+               "identity first with 'archnet-broker init'.",
+    .section = "broker",
+    .options = run_options,
+    .n_options = sizeof run_options / sizeof run_options[0],
+};
+
+typedef struct broker_process {
+  an_broker_t *broker;
+  uv_signal_t sigint, sigterm;
+} broker_process_t;
+
+static void on_stop_signal(uv_signal_t *sig, int signum) {
+  broker_process_t *p = sig->data;
+  AN_LOG(AN_LOG_INFO, "broker", "received %s", signum == SIGINT ? "SIGINT" : "SIGTERM");
+  an_broker_stop(p->broker);
+  uv_close((uv_handle_t *)&p->sigint, NULL);
+  uv_close((uv_handle_t *)&p->sigterm, NULL);
+}
+
+static int cmd_run(int argc, char **argv) {
+  run_settings_t s = {0};
+  broker_process_t proc = {0};
+  an_tls_ctx_t *tls = NULL;
+  uv_loop_t loop;
+  char cert[4096], key[4096], err[1024];
+  int first, rc, status;
+
+  if ((status = an_cli_parse(&run_spec, &s, argc, argv, &first)) >= 0)
+    goto done_settings;
+  status = AN_EXIT_FAIL;
+  if (first < argc) {
+    fprintf(stderr, "archnet-broker run: unexpected argument '%s'\n", argv[first]);
+    status = AN_EXIT_USAGE;
+    goto done_settings;
+  }
+  an_log_level_t level;
+  an_log_parse_level(s.log_level, &level); /* validated by the option's check */
+  an_log_set_level(level);
+
+  if (an_identity_path(s.data_dir, AN_IDENTITY_CERT, cert, sizeof cert) != 0 ||
+      an_identity_path(s.data_dir, AN_IDENTITY_KEY, key, sizeof key) != 0) {
+    fprintf(stderr, "archnet-broker: --data-dir is too long\n");
+    goto done_settings;
+  }
+  if ((rc = an_tls_server_ctx_new(s.cert ? s.cert : cert, s.key ? s.key : key, &tls, err,
+                                  sizeof err)) != 0) {
+    fprintf(stderr, "archnet-broker: %s\n(create an identity with 'archnet-broker init "
+                    "--data-dir %s')\n",
+            err, s.data_dir);
+    goto done_settings;
+  }
+
+  an_broker_params_t params = {
+      .listen = s.listen,
+      .tls = tls,
+      .max_frame = (uint32_t)s.max_frame,
+      .handshake_timeout_ms = (uint64_t)s.handshake_timeout_ms,
+      .idle_timeout_ms = (uint64_t)s.idle_timeout_s * 1000,
+      .max_sessions = (uint32_t)s.max_sessions,
+      .ready_file = s.ready_file,
+  };
+  if ((rc = uv_loop_init(&loop)) != 0) {
+    fprintf(stderr, "archnet-broker: cannot start the event loop: %s\n", uv_strerror(rc));
+    goto done_tls;
+  }
+  if ((rc = an_broker_start(&loop, &params, &proc.broker, err, sizeof err)) != 0) {
+    fprintf(stderr, "archnet-broker: %s\n", err);
+    goto done_loop;
+  }
+  uv_signal_init(&loop, &proc.sigint);
+  uv_signal_init(&loop, &proc.sigterm);
+  proc.sigint.data = proc.sigterm.data = &proc;
+  uv_signal_start(&proc.sigint, on_stop_signal, SIGINT);
+  uv_signal_start(&proc.sigterm, on_stop_signal, SIGTERM);
+
+  uv_run(&loop, UV_RUN_DEFAULT); /* returns once every handle is closed */
+  an_broker_free(proc.broker);
+  AN_LOG(AN_LOG_INFO, "broker", "stopped");
+  status = AN_EXIT_OK;
+done_loop:
+  if (uv_loop_close(&loop) != 0)
+    AN_LOG(AN_LOG_WARN, "broker", "event loop closed with handles still open");
+done_tls:
+  an_tls_ctx_free(tls);
+done_settings:
+  an_config_free(&run_spec, &s);
+  return status;
+}
+
+typedef struct init_settings {
+  char *data_dir;
+  char *common_name;
+  int64_t days;
+  bool force;
+} init_settings_t;
+
+#define INIT_OPT(field) offsetof(init_settings_t, field)
+
+static const an_option_t init_options[] = {
+    {"data-dir", AN_OPT_STR, INIT_OPT(data_dir), "broker-data", 0, 0, "DIR",
+     "where to create the broker's state directory"},
+    {"common-name", AN_OPT_STR, INIT_OPT(common_name), "archnet-broker", 0, 0, "NAME",
+     "subject name written in the certificate"},
+    {"days", AN_OPT_INT, INIT_OPT(days), "3650", 1, 36500, "N", "certificate validity"},
+    {"force", AN_OPT_BOOL, INIT_OPT(force), "false", 0, 0, NULL,
+     "replace an existing identity (clients then need the new pin)"},
+};
+
+static const an_command_spec_t init_spec = {
+    .program = "archnet-broker",
+    .command = "init",
+    .summary = "Create the broker's data directory and its TLS identity: a new P-256 key\n"
+               "and a self-signed certificate. Prints the pin that publishers and workers\n"
+               "pass as --pin to trust this broker.",
+    .options = init_options,
+    .n_options = sizeof init_options / sizeof init_options[0],
+};
+
+static int cmd_init(int argc, char **argv) {
+  init_settings_t s = {0};
+  char pin[AN_TLS_PIN_LEN], err[1024];
+  int first, status;
+
+  if ((status = an_cli_parse(&init_spec, &s, argc, argv, &first)) >= 0)
+    goto done;
+  status = AN_EXIT_FAIL;
+  if (first < argc) {
+    fprintf(stderr, "archnet-broker init: unexpected argument '%s'\n", argv[first]);
+    status = AN_EXIT_USAGE;
+    goto done;
+  }
+  if (an_identity_create(s.data_dir, s.common_name, (int)s.days, s.force, pin, err,
+                         sizeof err) != 0) {
+    fprintf(stderr, "archnet-broker init: %s\n", err);
+    goto done;
+  }
+  printf("Created the broker identity in %s:\n"
+         "  certificate  %s/" AN_IDENTITY_CERT "\n"
+         "  private key  %s/" AN_IDENTITY_KEY " (mode 0600, keep it secret)\n"
+         "Publishers and workers trust this broker with:\n"
+         "  --pin %s\n",
+         s.data_dir, s.data_dir, s.data_dir, pin);
+  status = AN_EXIT_OK;
+done:
+  an_config_free(&init_spec, &s);
+  return status;
+}
+
+typedef struct pin_settings {
+  char *data_dir;
+  char *cert;
+} pin_settings_t;
+
+static const an_option_t pin_options[] = {
+    {"data-dir", AN_OPT_STR, offsetof(pin_settings_t, data_dir), "broker-data", 0, 0, "DIR",
+     "the broker's state directory"},
+    {"cert", AN_OPT_STR, offsetof(pin_settings_t, cert), NULL, 0, 0, "FILE",
+     "certificate to read instead of DIR/" AN_IDENTITY_CERT},
+};
+
+static const an_command_spec_t pin_spec = {
+    .program = "archnet-broker",
+    .command = "pin",
+    .summary = "Print the pin of the broker's certificate (sha256// and the base64 SHA-256\n"
+               "of its public key), the value clients pass as --pin.",
+    .options = pin_options,
+    .n_options = sizeof pin_options / sizeof pin_options[0],
+};
+
+static int cmd_pin(int argc, char **argv) {
+  pin_settings_t s = {0};
+  char path[4096], pin[AN_TLS_PIN_LEN], err[1024];
+  int first, status;
+
+  if ((status = an_cli_parse(&pin_spec, &s, argc, argv, &first)) >= 0)
+    goto done;
+  status = AN_EXIT_FAIL;
+  if (s.cert)
+    snprintf(path, sizeof path, "%s", s.cert);
+  else if (an_identity_path(s.data_dir, AN_IDENTITY_CERT, path, sizeof path) != 0)
+    goto done;
+  if (an_tls_pin_from_file(path, pin, err, sizeof err) != 0) {
+    fprintf(stderr, "archnet-broker pin: %s\n", err);
+    goto done;
+  }
+  printf("%s\n", pin);
+  status = AN_EXIT_OK;
+done:
+  an_config_free(&pin_spec, &s);
+  return status;
+}
+
+static const an_subcommand_t commands[] = {
+    {"run", "run the broker daemon", cmd_run},
+    {"init", "create the data directory and the broker's TLS identity", cmd_init},
+    {"pin", "print the pin clients use to trust this broker", cmd_pin},
+};
+
+static const an_program_t program = {
+    .name = "archnet-broker",
+    .summary = "The ArchNet task broker: takes H-encoded datasets from publishers, leases\n"
+               "training tasks to workers, scores returned models on a validation set only\n"
+               "it holds, and pays workers from escrowed bounties.",
+    .commands = commands,
+    .n_commands = sizeof commands / sizeof commands[0],
+    .default_command = "run",
+};
+
+int main(int argc, char **argv) {
+  signal(SIGPIPE, SIG_IGN); /* a vanished peer is an error code, not a signal */
+  return an_cli_main(&program, argc, argv);
+}

@@ -1,0 +1,188 @@
+#include "server/session.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "an_build_config.h"
+#include "common/arena.h"
+#include "common/error.h"
+#include "common/log.h"
+#include "common/net/wire.h"
+
+/* Oldest protocol version this broker still speaks. */
+#define AN_PROTOCOL_MIN_VERSION 1
+
+struct an_session {
+  an_list_t link;
+  an_conn_t *conn;
+  an_session_env_t env;
+  uint64_t id;
+  int hello_done;
+  uint32_t protocol_version;
+  Archnet__Role role;
+  an_arena_t arena; /* per request: reset before each frame is unpacked */
+  char name[48];    /* "session 12", the log component */
+};
+
+an_list_t *an_session_link(an_session_t *s) { return &s->link; }
+an_session_t *an_session_from_link(an_list_t *link) {
+  return AN_CONTAINER_OF(link, an_session_t, link);
+}
+
+static const char *an_role_name(Archnet__Role role) {
+  switch (role) {
+  case ARCHNET__ROLE__ROLE_PUBLISHER: return "publisher";
+  case ARCHNET__ROLE__ROLE_WORKER: return "worker";
+  case ARCHNET__ROLE__ROLE_ADMIN: return "admin";
+  default: return "client";
+  }
+}
+
+/* Copies a peer-supplied string into a log-safe buffer (printable ASCII). */
+static void an_session_sanitize(const char *in, char *out, size_t len) {
+  size_t i = 0;
+  for (; in && in[i] && i + 1 < len; i++)
+    out[i] = (in[i] >= 0x20 && in[i] < 0x7f) ? in[i] : '?';
+  out[i] = '\0';
+}
+
+static int an_session_on_hello(an_session_t *s, const Archnet__Envelope *req) {
+  Archnet__Envelope env = ARCHNET__ENVELOPE__INIT;
+  Archnet__HelloOk ok = ARCHNET__HELLO_OK__INIT;
+  const Archnet__Hello *hello = req->hello;
+  char node[64], software[64];
+
+  if (s->hello_done)
+    return an_wire_send_error(s->conn, req->request_id,
+                              ARCHNET__ERROR__CODE__UNSUPPORTED_REQUEST,
+                              "Hello was already received on this connection");
+  if (hello->protocol_version < AN_PROTOCOL_MIN_VERSION) {
+    AN_LOG(AN_LOG_WARN, s->name, "%s speaks protocol %u; this broker needs %d..%d",
+           an_conn_peer(s->conn), hello->protocol_version, AN_PROTOCOL_MIN_VERSION,
+           AN_PROTOCOL_VERSION);
+    an_wire_send_error(s->conn, req->request_id, ARCHNET__ERROR__CODE__UNSUPPORTED_VERSION,
+                       "this broker speaks protocol versions %d to %d, the client sent %u",
+                       AN_PROTOCOL_MIN_VERSION, AN_PROTOCOL_VERSION, hello->protocol_version);
+    an_conn_close(s->conn, AN_EVERSION);
+    return 0;
+  }
+  /* A newer client talks down to our version; it decides if that suffices. */
+  s->protocol_version = hello->protocol_version < AN_PROTOCOL_VERSION ? hello->protocol_version
+                                                                      : AN_PROTOCOL_VERSION;
+  s->role = hello->role;
+  s->hello_done = 1;
+  an_session_sanitize(hello->node_name, node, sizeof node);
+  an_session_sanitize(hello->software, software, sizeof software);
+  AN_LOG(AN_LOG_INFO, s->name, "hello from %s '%s' at %s (%s, protocol %u)",
+         an_role_name(s->role), node, an_conn_peer(s->conn), software, s->protocol_version);
+
+  ok.protocol_version = s->protocol_version;
+  ok.software = "archnet-broker/" AN_VERSION;
+  ok.session_id = s->id;
+  ok.max_frame_bytes = s->env.max_frame;
+  env.request_id = req->request_id;
+  env.body_case = ARCHNET__ENVELOPE__BODY_HELLO_OK;
+  env.hello_ok = &ok;
+  return an_wire_send(s->conn, &env);
+}
+
+static int an_session_on_ping(an_session_t *s, const Archnet__Envelope *req) {
+  Archnet__Envelope env = ARCHNET__ENVELOPE__INIT;
+  Archnet__Pong pong = ARCHNET__PONG__INIT;
+  pong.nonce = req->ping->nonce;
+  env.request_id = req->request_id;
+  env.body_case = ARCHNET__ENVELOPE__BODY_PONG;
+  env.pong = &pong;
+  return an_wire_send(s->conn, &env);
+}
+
+static int an_session_on_frame(an_conn_t *conn, const uint8_t *payload, size_t len) {
+  an_session_t *s = an_conn_data(conn);
+  Archnet__Envelope *req;
+  int rc;
+
+  an_arena_reset(&s->arena);
+  req = an_wire_unpack(&s->arena, payload, len);
+  if (!req) {
+    AN_LOG(AN_LOG_WARN, s->name, "malformed frame of %zu bytes from %s; closing", len,
+           an_conn_peer(conn));
+    an_wire_send_error(conn, 0, ARCHNET__ERROR__CODE__MALFORMED,
+                       "the frame is not a valid Envelope; closing the connection");
+    return AN_EPROTO;
+  }
+  AN_LOG(AN_LOG_DEBUG, s->name, "request %llu: %s", (unsigned long long)req->request_id,
+         an_wire_body_name(req));
+
+  if (req->body_case == ARCHNET__ENVELOPE__BODY_HELLO)
+    return an_session_on_hello(s, req);
+  if (!s->hello_done) {
+    an_wire_send_error(conn, req->request_id, ARCHNET__ERROR__CODE__HELLO_REQUIRED,
+                       "the first message on a connection must be Hello");
+    return AN_EPROTO;
+  }
+  switch (req->body_case) {
+  case ARCHNET__ENVELOPE__BODY_PING:
+    rc = an_session_on_ping(s, req);
+    break;
+  default:
+    /* Not fatal: a newer client may try something and fall back. */
+    rc = an_wire_send_error(conn, req->request_id, ARCHNET__ERROR__CODE__UNSUPPORTED_REQUEST,
+                            "this broker does not handle '%s' requests",
+                            an_wire_body_name(req));
+    break;
+  }
+  return rc;
+}
+
+static void an_session_on_bad_input(an_conn_t *conn, int status) {
+  an_session_t *s = an_conn_data(conn);
+  AN_LOG(AN_LOG_WARN, s->name, "%s from %s; closing", an_strerror(status), an_conn_peer(conn));
+  if (status == AN_ETOOBIG)
+    an_wire_send_error(conn, 0, ARCHNET__ERROR__CODE__FRAME_TOO_BIG,
+                       "a frame exceeds this broker's limit of %u bytes", s->env.max_frame);
+}
+
+static void an_session_on_close(an_conn_t *conn, int status) {
+  an_session_t *s = an_conn_data(conn);
+  if (status == 0 || status == UV_EOF)
+    AN_LOG(AN_LOG_INFO, s->name, "closed");
+  else
+    AN_LOG(AN_LOG_INFO, s->name, "closed: %s%s%s", an_strerror(status),
+           an_conn_tls_error(conn)[0] ? ": " : "", an_conn_tls_error(conn));
+  if (s->env.on_gone)
+    s->env.on_gone(s, s->env.broker);
+  an_arena_destroy(&s->arena);
+  free(s);
+}
+
+int an_session_accept(uv_stream_t *server, an_tls_ctx_t *tls, const an_conn_params_t *params,
+                      const an_session_env_t *env, uint64_t id, an_session_t **out) {
+  static const an_conn_callbacks_t cb = {
+      .on_frame = an_session_on_frame,
+      .on_close = an_session_on_close,
+      .on_bad_input = an_session_on_bad_input,
+  };
+  an_session_t *s = calloc(1, sizeof *s);
+  int rc;
+
+  if (!s)
+    return UV_ENOMEM;
+  s->env = *env;
+  s->id = id;
+  an_list_init(&s->link);
+  /* Requests are small until blobs arrive; the cap bounds what a hostile
+   * frame can make protobuf-c allocate. */
+  an_arena_init(&s->arena, 0, (size_t)env->max_frame * 4 + 65536);
+  snprintf(s->name, sizeof s->name, "session %llu", (unsigned long long)id);
+  if ((rc = an_conn_accept(server, tls, params, &cb, s, &s->conn)) != 0) {
+    an_arena_destroy(&s->arena);
+    free(s);
+    return rc;
+  }
+  AN_LOG(AN_LOG_DEBUG, s->name, "accepted %s", an_conn_peer(s->conn));
+  *out = s;
+  return 0;
+}
+
+void an_session_close(an_session_t *s) { an_conn_close(s->conn, 0); }
