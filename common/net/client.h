@@ -2,7 +2,9 @@
  *
  * It runs its own private libuv loop, so calls block the calling thread and
  * nothing else: connect (TCP, TLS with the broker's pin, Hello), then one
- * request at a time, each answered by the reply with the same request id. */
+ * request at a time, each answered by the reply with the same request id.
+ * As with any libuv program, the process should ignore SIGPIPE, so that a
+ * vanished broker is an error code rather than a fatal signal. */
 #ifndef AN_CLIENT_H
 #define AN_CLIENT_H
 

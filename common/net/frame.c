@@ -72,6 +72,8 @@ int an_frame_decoder_feed(an_frame_decoder_t *d, const uint8_t *data, size_t len
           return rc;
         continue;
       }
+      if (len == 0)
+        return 0; /* the header ended exactly at the end of this feed */
     }
 
     /* Fast path: the whole payload is in this feed and nothing is buffered. */
