@@ -60,7 +60,10 @@ static void broker_init(broker_proc_t *b) {
 }
 
 static void broker_start(broker_proc_t *b) {
-  char *run[] = {(char *)bin("ARCHNET_BROKER"), "run", "--data-dir", b->data,
+  char conf[1024];
+  /* The shipped example config, overridden by flags where a test needs to. */
+  snprintf(conf, sizeof conf, "%s/deploy/broker.conf", bin("ARCHNET_SOURCE_ROOT"));
+  char *run[] = {(char *)bin("ARCHNET_BROKER"), "run", "--config", conf, "--data-dir", b->data,
                  "--listen", "127.0.0.1:0", "--ready-file", b->ready,
                  "--max-frame", "64K", "--log-level", "debug", NULL};
   b->pid = an_test_spawn(run, b->log);
