@@ -1,10 +1,11 @@
 /* archnet-publisher: the data owner's program. Training ArchNet, encoding and
  * submitting datasets arrive with later modules; for now it can check that a
- * broker is reachable and trusted. */
+ * broker is reachable and trusted, and describe models. */
 #include <signal.h>
 
 #include "common/cli.h"
 #include "common/probe.h"
+#include "publisher/commands.h"
 
 static int cmd_ping(int argc, char **argv) {
   return an_probe_main("archnet-publisher", ARCHNET__ROLE__ROLE_PUBLISHER, argc, argv);
@@ -12,6 +13,8 @@ static int cmd_ping(int argc, char **argv) {
 
 static const an_subcommand_t commands[] = {
     {"ping", "check that a broker is reachable and matches its pin", cmd_ping},
+    {"model-info", "show a model's layers, shapes and parameter counts",
+     an_publisher_model_info},
 };
 
 static const an_program_t program = {

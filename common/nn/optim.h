@@ -1,0 +1,35 @@
+/* Optimizers over a model's flat parameter buffer, with PyTorch's exact
+ * update rules, so runs can be compared step for step. One fused pass over
+ * (param, grad, state) per step: at 123M parameters the step is bound by
+ * memory traffic, and each byte is read once. */
+#ifndef AN_NN_OPTIM_H
+#define AN_NN_OPTIM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum an_optim_kind { AN_OPTIM_ADAM, AN_OPTIM_SGD } an_optim_kind_t;
+
+typedef struct an_optim_params {
+  an_optim_kind_t kind;
+  float lr;
+  float beta1, beta2, eps; /* Adam; 0 picks PyTorch's defaults 0.9, 0.999, 1e-8 */
+  float momentum;          /* SGD */
+  float weight_decay;      /* SGD and Adam (L2 added to the gradient, as torch.optim) */
+} an_optim_params_t;
+
+typedef struct an_optim an_optim_t;
+
+/* An optimizer for `n` parameters. Its state (Adam's moments, SGD's
+ * momentum buffer) is allocated here, once. */
+int an_optim_new(const an_optim_params_t *p, size_t n, an_optim_t **out);
+void an_optim_free(an_optim_t *o);
+
+/* One update of params from grads. */
+void an_optim_step(an_optim_t *o, float *params, const float *grads);
+
+/* Changes the learning rate (schedules). */
+void an_optim_set_lr(an_optim_t *o, float lr);
+uint64_t an_optim_steps(const an_optim_t *o);
+
+#endif

@@ -1,0 +1,7 @@
+/* The publisher's subcommands, one file each. */
+#ifndef AN_PUBLISHER_COMMANDS_H
+#define AN_PUBLISHER_COMMANDS_H
+
+int an_publisher_model_info(int argc, char **argv);
+
+#endif
