@@ -157,7 +157,9 @@ static int bn_backward(an_model_t *m, an_node_t *n, float *dx) {
   args[5] = (dnnl_exec_arg_t){DNNL_ARG_DIFF_SRC, c->diff_src};
   args[6] = (dnnl_exec_arg_t){DNNL_ARG_DIFF_SCALE, c->diff_scale};
   args[7] = (dnnl_exec_arg_t){DNNL_ARG_DIFF_SHIFT, c->diff_shift};
-  return an_engine_exec(&m->eng, c->bwd, 8, args);
+  dnnl_memory_set_data_handle(c->shift, m->params + n->b_off);
+  args[8] = (dnnl_exec_arg_t){DNNL_ARG_SHIFT, c->shift};
+  return an_engine_exec(&m->eng, c->bwd, 9, args);
 }
 
 const an_op_t an_op_batchnorm = {
