@@ -194,10 +194,38 @@ static int an_ini_handler(void *user, const char *section, const char *name, con
   return 1;
 }
 
+/* Debian's inih reads lines of at most 200 bytes and would parse the rest
+ * of a longer line as a line of its own; refuse such files instead. */
+#define AN_INI_MAX_LINE 199
+
+static int an_config_check_lines(const char *path, char *err, size_t errlen) {
+  FILE *f = fopen(path, "r");
+  size_t len = 0;
+  int c, line = 1;
+  if (!f)
+    return 0; /* ini_parse reports it */
+  while ((c = fgetc(f)) != EOF) {
+    if (c == '\n') {
+      line++;
+      len = 0;
+    } else if (++len > AN_INI_MAX_LINE) {
+      snprintf(err, errlen, "%s:%d: line longer than %d characters", path, line,
+               AN_INI_MAX_LINE);
+      fclose(f);
+      return AN_ECONFIG;
+    }
+  }
+  fclose(f);
+  return 0;
+}
+
 static int an_config_read_file(const an_command_spec_t *spec, void *settings, const char *path,
                                char *err, size_t errlen) {
   an_ini_ctx_t ctx = {.spec = spec, .settings = settings};
-  int rc = ini_parse(path, an_ini_handler, &ctx);
+  int rc;
+  if (an_config_check_lines(path, err, errlen) != 0)
+    return AN_ECONFIG;
+  rc = ini_parse(path, an_ini_handler, &ctx);
   if (rc == -1) {
     snprintf(err, errlen, "cannot open config file %s: %s", path, strerror(errno));
     return AN_ECONFIG;

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/error.h"
 #include "common/list.h"
@@ -28,12 +29,29 @@ static void an_broker_on_session_gone(an_session_t *s, void *arg) {
   b->n_sessions--;
 }
 
+static void an_broker_free_handle(uv_handle_t *h) { free(h); }
+
+/* Takes a connection off the backlog and drops it. libuv stops watching the
+ * listener until a pending connection is accepted, so one that we cannot
+ * serve must still be accepted, or the broker would stop accepting at all. */
+static void an_broker_reject(uv_stream_t *server) {
+  uv_tcp_t *reject = malloc(sizeof *reject);
+  if (reject && uv_tcp_init(server->loop, reject) == 0) {
+    uv_accept(server, (uv_stream_t *)reject);
+    uv_close((uv_handle_t *)reject, an_broker_free_handle);
+  } else {
+    free(reject);
+  }
+}
+
 static void an_broker_on_connection(uv_stream_t *server, int status) {
   an_broker_t *b = server->data;
   an_conn_params_t cp = {
       .max_frame = b->params.max_frame,
       .handshake_timeout_ms = b->params.handshake_timeout_ms,
       .idle_timeout_ms = b->params.idle_timeout_ms,
+      .await_established = 1, /* TLS and Hello within the handshake timeout */
+      .pause_reads_at = 4u << 20,
   };
   an_session_env_t env = {
       .max_frame = b->params.max_frame,
@@ -47,25 +65,21 @@ static void an_broker_on_connection(uv_stream_t *server, int status) {
     AN_LOG(AN_LOG_WARN, "broker", "accept failed: %s", an_strerror(status));
     return;
   }
-  if (b->stopping)
+  if (b->stopping) {
+    an_broker_reject(server);
     return;
+  }
   if (b->params.max_sessions && b->n_sessions >= b->params.max_sessions) {
-    /* Take the connection off the backlog and drop it at once; a client
-     * retries with backoff. */
-    uv_tcp_t *reject = malloc(sizeof *reject);
+    /* A client retries with backoff. */
     AN_LOG(AN_LOG_WARN, "broker", "refusing a connection: %u sessions open (max-sessions)",
            b->n_sessions);
-    if (reject && uv_tcp_init(server->loop, reject) == 0) {
-      uv_accept(server, (uv_stream_t *)reject);
-      uv_close((uv_handle_t *)reject, (uv_close_cb)free);
-    } else {
-      free(reject);
-    }
+    an_broker_reject(server);
     return;
   }
   rc = an_session_accept(server, b->params.tls, &cp, &env, ++b->next_session_id, &s);
   if (rc != 0) {
     AN_LOG(AN_LOG_WARN, "broker", "cannot start a session: %s", an_strerror(rc));
+    an_broker_reject(server); /* harmless if it was accepted already */
     return;
   }
   an_list_push(&b->sessions, an_session_link(s));
@@ -76,10 +90,20 @@ static int an_broker_write_ready_file(const char *path, const char *address, cha
                                       size_t errlen) {
   char tmp[4096];
   FILE *f;
+  int n = snprintf(tmp, sizeof tmp, "%s.tmp", path), ok;
+  if (n < 0 || (size_t)n >= sizeof tmp) {
+    snprintf(err, errlen, "ready file path is too long");
+    return AN_ECONFIG;
+  }
   /* Write then rename, so a reader never sees half an address. */
-  snprintf(tmp, sizeof tmp, "%s.tmp", path);
-  f = fopen(tmp, "w");
-  if (!f || fprintf(f, "%s\n", address) < 0 || fclose(f) != 0 || rename(tmp, path) != 0) {
+  if (!(f = fopen(tmp, "w"))) {
+    snprintf(err, errlen, "cannot write ready file %s", tmp);
+    return UV_EIO;
+  }
+  ok = fprintf(f, "%s\n", address) >= 0;
+  ok = (fclose(f) == 0) && ok;
+  if (!ok || rename(tmp, path) != 0) {
+    unlink(tmp);
     snprintf(err, errlen, "cannot write ready file %s", path);
     return UV_EIO;
   }
@@ -155,6 +179,12 @@ void an_broker_stop(an_broker_t *b) {
 void an_broker_free(an_broker_t *b) {
   if (!b)
     return;
+  /* Only after the loop closed the listener and every session (stop, then
+   * uv_run until it returns): a session's on_gone still points here. */
+  if (!b->listener_closed || !an_list_empty(&b->sessions)) {
+    AN_LOG(AN_LOG_ERROR, "broker", "freed while still running; leaking it instead");
+    return;
+  }
   free(b->listen_copy);
   free(b);
 }

@@ -18,15 +18,27 @@ int an_identity_path(const char *dir, const char *name, char *out, size_t len) {
   return n < 0 || (size_t)n >= len ? AN_ETOOBIG : 0;
 }
 
-/* Writes all of `text` to a new file, then fsyncs it, so an identity is
- * never left half-written. */
+/* Writes `text` to PATH.tmp (created with its final mode, never wider),
+ * fsyncs it and renames it over PATH, so a file is never half-written and a
+ * key is never readable by others, even for a moment. */
 static int an_write_new_file(const char *path, const char *text, mode_t mode, bool replace,
                              char *err, size_t errlen) {
   size_t len = strlen(text), off = 0;
-  int flags = O_WRONLY | O_CREAT | O_CLOEXEC | (replace ? O_TRUNC : O_EXCL);
-  int fd = open(path, flags, mode);
+  char tmp[4200];
+  int fd, n = snprintf(tmp, sizeof tmp, "%s.tmp", path);
+  struct stat st;
+  if (n < 0 || (size_t)n >= sizeof tmp) {
+    snprintf(err, errlen, "path too long: %s", path);
+    return AN_ECONFIG;
+  }
+  if (!replace && stat(path, &st) == 0) {
+    snprintf(err, errlen, "%s already exists", path);
+    return UV_EEXIST;
+  }
+  unlink(tmp); /* a leftover from an interrupted run */
+  fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
   if (fd < 0) {
-    snprintf(err, errlen, "cannot create %s: %s", path, strerror(errno));
+    snprintf(err, errlen, "cannot create %s: %s", tmp, strerror(errno));
     return -errno;
   }
   while (off < len) {
@@ -37,12 +49,18 @@ static int an_write_new_file(const char *path, const char *text, mode_t mode, bo
       break;
     off += (size_t)w;
   }
-  if (off < len || fchmod(fd, mode) != 0 || fsync(fd) != 0) {
-    snprintf(err, errlen, "cannot write %s: %s", path, strerror(errno));
+  if (off < len || fsync(fd) != 0) {
+    snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
     close(fd);
+    unlink(tmp);
     return UV_EIO;
   }
   close(fd);
+  if (rename(tmp, path) != 0) {
+    snprintf(err, errlen, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
+    unlink(tmp);
+    return -errno;
+  }
   return 0;
 }
 

@@ -72,6 +72,7 @@ static int an_session_on_hello(an_session_t *s, const Archnet__Envelope *req) {
                                                                       : AN_PROTOCOL_VERSION;
   s->role = hello->role;
   s->hello_done = 1;
+  an_conn_established(s->conn); /* from now on only the idle timeout applies */
   an_session_sanitize(hello->node_name, node, sizeof node);
   an_session_sanitize(hello->software, software, sizeof software);
   AN_LOG(AN_LOG_INFO, s->name, "hello from %s '%s' at %s (%s, protocol %u)",
@@ -114,24 +115,22 @@ static int an_session_on_frame(an_conn_t *conn, const uint8_t *payload, size_t l
   AN_LOG(AN_LOG_DEBUG, s->name, "request %llu: %s", (unsigned long long)req->request_id,
          an_wire_body_name(req));
 
-  if (req->body_case == ARCHNET__ENVELOPE__BODY_HELLO)
-    return an_session_on_hello(s, req);
-  if (!s->hello_done) {
+  if (req->body_case == ARCHNET__ENVELOPE__BODY_HELLO) {
+    rc = an_session_on_hello(s, req);
+  } else if (!s->hello_done) {
     an_wire_send_error(conn, req->request_id, ARCHNET__ERROR__CODE__HELLO_REQUIRED,
                        "the first message on a connection must be Hello");
-    return AN_EPROTO;
-  }
-  switch (req->body_case) {
-  case ARCHNET__ENVELOPE__BODY_PING:
+    rc = AN_EPROTO;
+  } else if (req->body_case == ARCHNET__ENVELOPE__BODY_PING) {
     rc = an_session_on_ping(s, req);
-    break;
-  default:
+  } else {
     /* Not fatal: a newer client may try something and fall back. */
     rc = an_wire_send_error(conn, req->request_id, ARCHNET__ERROR__CODE__UNSUPPORTED_REQUEST,
                             "this broker does not handle '%s' requests",
                             an_wire_body_name(req));
-    break;
   }
+  /* The request is done with: an idle session keeps no request memory. */
+  an_arena_reset(&s->arena);
   return rc;
 }
 

@@ -8,6 +8,7 @@
 #include "common/net/frame.h"
 
 #define AN_CONN_RBUF (64 * 1024)
+
 /* Frames up to this size are sealed in one TLS record with their header. */
 #define AN_CONN_COALESCE (16 * 1024 - AN_FRAME_HEADER_SIZE)
 
@@ -27,6 +28,9 @@ struct an_conn {
   int handles_closing; /* uv_close issued on both handles */
   int handles_open;    /* handles whose close_cb has not run yet */
   int close_status;
+  int in_read;         /* inside on_read: writes are flushed once at its end */
+  int read_paused;     /* reading stopped for back-pressure */
+  int established;     /* the upper layer accepted the peer (see params) */
   size_t write_queue;  /* ciphertext bytes inside uv_write requests */
   uint8_t *pending;    /* framed plaintext queued before the handshake ended */
   size_t pending_len, pending_cap;
@@ -63,13 +67,23 @@ static void an_conn_close_handles(an_conn_t *c) {
   uv_close((uv_handle_t *)&c->timer, an_conn_on_handle_closed);
 }
 
+static void an_conn_on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void an_conn_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+
 static void an_conn_on_write(uv_write_t *req, int status) {
   an_conn_write_req_t *w = (an_conn_write_req_t *)req;
   an_conn_t *c = w->conn;
   c->write_queue -= w->len;
   free(w);
-  if (status < 0 && !c->closing)
+  if (status < 0 && !c->closing) {
     an_conn_close(c, status);
+    return;
+  }
+  if (c->read_paused && !c->closing && c->write_queue <= c->params.pause_reads_at / 4) {
+    c->read_paused = 0;
+    if (uv_read_start((uv_stream_t *)&c->tcp, an_conn_on_alloc, an_conn_on_read) < 0)
+      an_conn_close(c, UV_EIO);
+  }
 }
 
 /* Moves all ciphertext the TLS engine produced into one uv_write. */
@@ -126,9 +140,8 @@ void an_conn_close(an_conn_t *c, int status) {
     return;
   }
   uv_read_stop((uv_stream_t *)&c->tcp);
-  if (c->ready) {
+  if (c->ready)
     an_tls_shutdown(c->tls);
-  }
   /* Best effort: queued frames, an Error frame, a TLS alert, close_notify. */
   an_conn_flush(c);
   an_conn_arm(c, c->params.close_timeout_ms);
@@ -158,7 +171,10 @@ static int an_conn_finish_handshake(an_conn_t *c) {
   if (rc <= 0)
     return rc;
   c->ready = 1;
-  an_conn_arm(c, c->params.idle_timeout_ms);
+  /* With await_established the handshake deadline keeps running until the
+   * upper layer accepts the peer (the broker: after Hello). */
+  if (!c->params.await_established)
+    an_conn_arm(c, c->params.idle_timeout_ms);
   if (c->pending_len) {
     rc = an_tls_write(c->tls, c->pending, c->pending_len);
     free(c->pending);
@@ -207,32 +223,46 @@ static void an_conn_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) 
       c->cb.on_ready(c);
     if (c->closing)
       return;
-  } else if (c->params.idle_timeout_ms) {
+  } else if (c->params.idle_timeout_ms && (c->established || !c->params.await_established)) {
     an_conn_arm(c, c->params.idle_timeout_ms);
   }
 
+  c->in_read = 1;
   while ((n = an_tls_read(c->tls, c->rbuf, sizeof c->rbuf)) > 0) {
     rc = an_frame_decoder_feed(&c->decoder, c->rbuf, (size_t)n, an_conn_on_decoded, c);
     if (rc == AN_ECLOSED && c->closing)
-      return;
+      goto out;
     if (rc == AN_ETOOBIG && c->cb.on_bad_input)
       c->cb.on_bad_input(c, rc);
     if (rc != 0)
       goto fail;
   }
   if (n == UV_EOF) {
-    an_conn_close(c, an_conn_eof_status(c, 1));
-    return;
+    rc = an_conn_eof_status(c, 1);
+    goto fail;
   }
   if (n < 0) {
     rc = (int)n;
     goto fail;
   }
+  c->in_read = 0;
+  /* All replies to this read leave in one write. */
   if ((rc = an_conn_flush(c)) < 0)
     goto fail;
+  /* One big frame should not pin its buffer for the rest of the session. */
+  an_frame_decoder_trim(&c->decoder, AN_CONN_RBUF);
+  if (c->params.pause_reads_at && c->write_queue > c->params.pause_reads_at &&
+      !c->read_paused) {
+    c->read_paused = 1;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+  }
   return;
 fail:
+  c->in_read = 0;
   an_conn_close(c, rc);
+  return;
+out:
+  c->in_read = 0;
 }
 
 static int an_conn_new(uv_loop_t *loop, an_tls_ctx_t *tls, const an_conn_params_t *params,
@@ -359,7 +389,7 @@ int an_conn_write_raw(an_conn_t *c, const uint8_t *data, size_t len) {
     return AN_ECLOSED;
   if (!c->ready)
     return an_conn_queue_pending(c, data, len);
-  if ((rc = an_tls_write(c->tls, data, len)) == 0 && (rc = an_conn_flush(c)) == 0)
+  if ((rc = an_tls_write(c->tls, data, len)) == 0 && (c->in_read || (rc = an_conn_flush(c)) == 0))
     return 0;
   an_conn_close(c, rc);
   return rc;
@@ -389,10 +419,17 @@ int an_conn_write_frame(an_conn_t *c, const uint8_t *payload, size_t len) {
     if (rc == 0)
       rc = an_tls_write(c->tls, payload, len);
   }
-  if (rc == 0 && (rc = an_conn_flush(c)) == 0)
+  if (rc == 0 && (c->in_read || (rc = an_conn_flush(c)) == 0))
     return 0;
   an_conn_close(c, rc);
   return rc;
+}
+
+void an_conn_established(an_conn_t *c) {
+  if (c->established || c->closing)
+    return;
+  c->established = 1;
+  an_conn_arm(c, c->params.idle_timeout_ms);
 }
 
 void *an_conn_data(const an_conn_t *c) { return c->data; }

@@ -45,6 +45,16 @@ typedef struct an_conn_params {
   uint64_t handshake_timeout_ms; /* 0 = 10 s */
   uint64_t idle_timeout_ms;      /* close after this long without input; 0 = never */
   uint64_t close_timeout_ms;     /* how long a close waits to flush; 0 = 5 s */
+  /* Keep the handshake deadline running after TLS until the upper layer
+   * calls an_conn_established (the broker: once Hello arrived), so a peer
+   * cannot hold a slot by finishing TLS and then saying nothing. */
+  int await_established;
+  /* Back-pressure for servers: stop reading while more than this many bytes
+   * of output are queued, resume below a quarter of it; 0 = never pause. A
+   * peer that sends requests without reading replies then stalls itself
+   * instead of growing our memory. (Not for both ends of one connection:
+   * two peers that each wait for the other to read would deadlock.) */
+  size_t pause_reads_at;
 } an_conn_params_t;
 
 #define AN_CONN_DEFAULT_MAX_FRAME (16u * 1024 * 1024)
@@ -75,6 +85,10 @@ int an_conn_write_raw(an_conn_t *c, const uint8_t *data, size_t len);
  * by close_timeout_ms), and on_close(c, status) follows. Idempotent: the
  * first status wins. */
 void an_conn_close(an_conn_t *c, int status);
+
+/* The peer passed the upper layer's admission (see await_established): the
+ * handshake deadline gives way to the idle timeout. */
+void an_conn_established(an_conn_t *c);
 
 void *an_conn_data(const an_conn_t *c);
 void an_conn_set_data(an_conn_t *c, void *data);

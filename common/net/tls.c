@@ -26,6 +26,7 @@ struct an_tls {
   BIO *rbio; /* network -> OpenSSL; owned by ssl */
   BIO *wbio; /* OpenSSL -> network; owned by ssl */
   int done;  /* handshake complete */
+  int fatal; /* a fatal error happened: no shutdown alert may follow */
   char last_error[256];
 };
 
@@ -321,8 +322,10 @@ int an_tls_feed(an_tls_t *t, const uint8_t *data, size_t len) {
   size_t written;
   if (len == 0)
     return 0;
-  if (BIO_write_ex(t->rbio, data, len, &written) != 1 || written != len)
+  if (BIO_write_ex(t->rbio, data, len, &written) != 1 || written != len) {
+    ERR_clear_error();
     return UV_ENOMEM;
+  }
   return 0;
 }
 
@@ -333,6 +336,7 @@ static long an_tls_fail(an_tls_t *t, int ret, const char *op) {
     return 0;
   if (e == SSL_ERROR_ZERO_RETURN)
     return UV_EOF;
+  t->fatal = 1;
   if (SSL_get_verify_result(t->ssl) == X509_V_ERR_APPLICATION_VERIFICATION) {
     snprintf(t->last_error, sizeof t->last_error, "%s: server key does not match the pin", op);
     ERR_clear_error();
@@ -346,6 +350,7 @@ int an_tls_handshake(an_tls_t *t) {
   int ret;
   if (t->done)
     return 1;
+  ERR_clear_error(); /* the queue is per thread, shared by every connection */
   ret = SSL_do_handshake(t->ssl);
   if (ret == 1) {
     t->done = 1;
@@ -363,7 +368,9 @@ int an_tls_handshake_done(const an_tls_t *t) { return t->done; }
 
 long an_tls_read(an_tls_t *t, uint8_t *buf, size_t cap) {
   size_t n = 0;
-  int ret = SSL_read_ex(t->ssl, buf, cap, &n);
+  int ret;
+  ERR_clear_error();
+  ret = SSL_read_ex(t->ssl, buf, cap, &n);
   if (ret == 1)
     return (long)n;
   return an_tls_fail(t, ret, "TLS read failed");
@@ -375,6 +382,7 @@ int an_tls_write(an_tls_t *t, const uint8_t *data, size_t len) {
     return AN_ETLS;
   if (len == 0)
     return 0;
+  ERR_clear_error();
   /* With a memory BIO below, a write after the handshake completes whole. */
   if (SSL_write_ex(t->ssl, data, len, &n) != 1 || n != len) {
     an_tls_format_error("TLS write failed", t->last_error, sizeof t->last_error);
@@ -384,7 +392,7 @@ int an_tls_write(an_tls_t *t, const uint8_t *data, size_t len) {
 }
 
 void an_tls_shutdown(an_tls_t *t) {
-  if (t->done)
+  if (t->done && !t->fatal) /* OpenSSL forbids SSL_shutdown after a fatal error */
     SSL_shutdown(t->ssl);
   ERR_clear_error();
 }

@@ -65,7 +65,8 @@ static void broker_start(broker_proc_t *b) {
   snprintf(conf, sizeof conf, "%s/deploy/broker.conf", bin("ARCHNET_SOURCE_ROOT"));
   char *run[] = {(char *)bin("ARCHNET_BROKER"), "run", "--config", conf, "--data-dir", b->data,
                  "--listen", "127.0.0.1:0", "--ready-file", b->ready,
-                 "--max-frame", "64K", "--log-level", "debug", NULL};
+                 "--max-frame", "64K", "--log-level", "debug",
+                 "--handshake-timeout-ms", "1500", NULL};
   b->pid = an_test_spawn(run, b->log);
   ck_assert_int_gt(b->pid, 0);
   ck_assert_msg(an_test_read_line_when_ready(b->ready, b->address, sizeof b->address, 10000) == 0,
@@ -278,6 +279,18 @@ START_TEST(test_unknown_request_keeps_session) {
 }
 END_TEST
 
+START_TEST(test_silent_after_tls_is_dropped) {
+  /* TLS completes, then nothing: the Hello deadline must close the session. */
+  exchange_t ex = {.n_frames = 0};
+  uint64_t t0 = uv_hrtime();
+  exchange_run(&ex);
+  double secs = (double)(uv_hrtime() - t0) / 1e9;
+  ck_assert_uint_eq(ex.n_replies, 0);
+  ck_assert_msg(secs >= 1.0 && secs < 10.0, "closed after %.2f s", secs);
+  an_arena_destroy(&ex.arena);
+}
+END_TEST
+
 START_TEST(test_frame_over_broker_limit) {
   size_t n = 64 * 1024 + 1;
   uint8_t *big = calloc(1, n);
@@ -389,6 +402,7 @@ static Suite *broker_process_suite(void) {
   tcase_add_test(proto, test_request_before_hello);
   tcase_add_test(proto, test_unknown_request_keeps_session);
   tcase_add_test(proto, test_frame_over_broker_limit);
+  tcase_add_test(proto, test_silent_after_tls_is_dropped);
   tcase_add_test(proto, test_cli_ping);
   tcase_set_timeout(proto, 60);
   suite_add_tcase(s, proto);

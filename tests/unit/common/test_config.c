@@ -149,6 +149,18 @@ START_TEST(test_file_errors_name_the_line) {
   unlink(path);
   free(path);
 
+  char longline[400];
+  memset(longline, 'a', sizeof longline);
+  memcpy(longline, "[test]\nlisten = ", 16);
+  longline[sizeof longline - 2] = '\n';
+  longline[sizeof longline - 1] = '\0';
+  path = write_file(longline);
+  ck_assert_int_eq(parse(&s, err, sizeof err, "--config", path, NULL), AN_ECONFIG);
+  ck_assert_msg(strstr(err, ":2: line longer than") != NULL, "got '%s'", err);
+  an_config_free(&spec, &s);
+  unlink(path);
+  free(path);
+
   path = write_file("[test]\nmax-frame = lots\n");
   ck_assert_int_eq(parse(&s, err, sizeof err, "--config", path, NULL), AN_ECONFIG);
   ck_assert_ptr_nonnull(strstr(err, ":2:"));
