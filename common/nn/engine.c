@@ -114,3 +114,44 @@ int an_engine_exec(an_engine_t *e, dnnl_primitive_t prim, int nargs, dnnl_exec_a
     return AN_EMODEL;
   return dnnl_stream_wait(e->stream) == dnnl_success ? 0 : AN_EMODEL;
 }
+
+void an_engine_md4(dnnl_memory_desc_t *md, const int64_t dims[4], an_layout_t layout) {
+  dnnl_dims_t full = {dims[0], dims[1], dims[2], dims[3]};
+  dnnl_memory_desc_init_by_tag(md, 4, full, dnnl_f32, layout == AN_NHWC ? dnnl_acdb : dnnl_abcd);
+}
+
+int an_reorder_init(an_engine_t *e, an_reorder_t *r, const dnnl_memory_desc_t *from,
+                    const dnnl_memory_desc_t *to) {
+  dnnl_primitive_desc_t pd = NULL;
+  memset(r, 0, sizeof *r);
+  if (dnnl_reorder_primitive_desc_create(&pd, from, e->engine, to, e->engine, e->attr) !=
+      dnnl_success)
+    return AN_EMODEL;
+  const dnnl_memory_desc_t *scratch = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+  if (scratch && dnnl_memory_desc_get_size(scratch) > e->scratch_need)
+    e->scratch_need = dnnl_memory_desc_get_size(scratch);
+  int rc = dnnl_primitive_create(&r->prim, pd) == dnnl_success &&
+                   an_engine_memory(e, from, NULL, &r->src) == 0 &&
+                   an_engine_memory(e, to, NULL, &r->dst) == 0
+               ? 0
+               : AN_EMODEL;
+  dnnl_primitive_desc_destroy(pd);
+  return rc;
+}
+
+int an_reorder_run(an_engine_t *e, an_reorder_t *r, const void *from, void *to) {
+  dnnl_exec_arg_t args[3] = {{DNNL_ARG_FROM, r->src}, {DNNL_ARG_TO, r->dst}};
+  dnnl_memory_set_data_handle(r->src, (void *)from);
+  dnnl_memory_set_data_handle(r->dst, to);
+  return an_engine_exec(e, r->prim, 2, args);
+}
+
+void an_reorder_destroy(an_reorder_t *r) {
+  if (r->prim)
+    dnnl_primitive_destroy(r->prim);
+  if (r->src)
+    dnnl_memory_destroy(r->src);
+  if (r->dst)
+    dnnl_memory_destroy(r->dst);
+  memset(r, 0, sizeof *r);
+}

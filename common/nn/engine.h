@@ -25,8 +25,26 @@ typedef struct an_engine {
 int an_engine_init(an_engine_t *e, char *err, size_t errlen);
 void an_engine_destroy(an_engine_t *e);
 
+/* Activation layouts. The caller's tensors are NCHW; convolutions, pooling
+ * and batch norm run several times faster on channels-last (NHWC) data, so
+ * the model keeps their activations NHWC and converts at the edges. */
+typedef enum an_layout { AN_NCHW = 0, AN_NHWC = 1, AN_LAYOUT_ANY = 2 } an_layout_t;
+
 /* A plain (row-major, "abcd") f32 memory descriptor. */
 void an_engine_md(dnnl_memory_desc_t *md, int ndims, const int64_t *dims);
+
+/* A 4-D f32 activation descriptor (N, C, H, W) in the given layout. */
+void an_engine_md4(dnnl_memory_desc_t *md, const int64_t dims[4], an_layout_t layout);
+
+/* A reorder between two descriptors, with memory objects for both ends. */
+typedef struct an_reorder {
+  dnnl_primitive_t prim;
+  dnnl_memory_t src, dst;
+} an_reorder_t;
+int an_reorder_init(an_engine_t *e, an_reorder_t *r, const dnnl_memory_desc_t *from,
+                    const dnnl_memory_desc_t *to);
+int an_reorder_run(an_engine_t *e, an_reorder_t *r, const void *from, void *to);
+void an_reorder_destroy(an_reorder_t *r);
 
 /* Creates a primitive from an op descriptor; records its scratchpad need.
  * `hint` is the forward primitive descriptor for backward ones. The primitive

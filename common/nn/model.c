@@ -55,11 +55,19 @@ static void an_model_unplan(an_model_t *m) {
     if (!n->op->alias)
       free(n->y);
     free(n->dy);
-    n->y = n->dy = NULL;
+    free(n->xconv);
+    free(n->dxconv);
+    an_reorder_destroy(&n->to_node);
+    an_reorder_destroy(&n->to_input);
+    n->y = n->dy = n->xconv = n->dxconv = NULL;
     n->impl = NULL;
   }
   free(m->scratch);
-  m->scratch = NULL;
+  free(m->out_y);
+  free(m->out_dy);
+  an_reorder_destroy(&m->out_to_nchw);
+  an_reorder_destroy(&m->out_to_node);
+  m->scratch = m->out_y = m->out_dy = NULL;
   m->batch = 0;
 }
 
@@ -74,6 +82,58 @@ void an_model_free(an_model_t *m) {
   free(m->grads);
   free(m->state);
   free(m);
+}
+
+/* NCHW and NHWC are the same bytes when C == 1 or H == W == 1. */
+static int an_layout_same(const int s[3], an_layout_t a, an_layout_t b) {
+  return a == b || s[0] == 1 || (s[1] == 1 && s[2] == 1);
+}
+
+static an_layout_t an_node_layout(const an_model_t *m, int idx) {
+  return idx < 0 ? AN_NCHW : m->nodes[idx].layout;
+}
+
+static void an_dims4(int64_t d[4], int batch, const int s[3]) {
+  d[0] = batch;
+  d[1] = s[0];
+  d[2] = s[1];
+  d[3] = s[2];
+}
+
+/* Buffers and reorders for a node whose input comes in another layout. */
+static int an_plan_convert(an_model_t *m, an_node_t *n, int batch, int with_grad) {
+  dnnl_memory_desc_t from, to;
+  int64_t d[4];
+  size_t count = (size_t)batch * an_numel3(n->in);
+  an_dims4(d, batch, n->in);
+  an_engine_md4(&from, d, an_node_layout(m, n->input));
+  an_engine_md4(&to, d, n->layout);
+  if (!(n->xconv = an_nn_alloc(count)) || (with_grad && !(n->dxconv = an_nn_alloc(count))))
+    return UV_ENOMEM;
+  if (an_reorder_init(&m->eng, &n->to_node, &from, &to) != 0 ||
+      (with_grad && an_reorder_init(&m->eng, &n->to_input, &to, &from) != 0))
+    return AN_EMODEL;
+  return 0;
+}
+
+/* The caller sees NCHW: convert the last layer's output if it is NHWC. */
+static int an_plan_output(an_model_t *m, int batch, int with_grad) {
+  an_node_t *last = &m->nodes[m->n_nodes - 1];
+  dnnl_memory_desc_t node, nchw;
+  int64_t d[4];
+  size_t count = (size_t)batch * an_numel3(last->out);
+  m->out_convert = !an_layout_same(last->out, last->layout, AN_NCHW);
+  if (!m->out_convert)
+    return 0;
+  an_dims4(d, batch, last->out);
+  an_engine_md4(&node, d, last->layout);
+  an_engine_md4(&nchw, d, AN_NCHW);
+  if (!(m->out_y = an_nn_alloc(count)) || (with_grad && !(m->out_dy = an_nn_alloc(count))))
+    return UV_ENOMEM;
+  if (an_reorder_init(&m->eng, &m->out_to_nchw, &node, &nchw) != 0 ||
+      (with_grad && an_reorder_init(&m->eng, &m->out_to_node, &nchw, &node) != 0))
+    return AN_EMODEL;
+  return 0;
 }
 
 static int an_model_find(const an_model_t *m, const char *label) {
@@ -142,6 +202,15 @@ int an_model_add(an_model_t *m, const an_layer_desc_t *d, char *err, size_t errl
   memcpy(n->in, n->input < 0 ? m->in : m->nodes[n->input].out, sizeof n->in);
   if ((rc = n->op->infer(n, err, errlen)) != 0)
     return rc;
+  an_layout_t from = an_node_layout(m, n->input);
+  n->layout = n->op->layout == AN_LAYOUT_ANY ? from : n->op->layout;
+  n->convert = !an_layout_same(n->in, from, n->layout);
+  if (n->input2 >= -1 && !an_layout_same(n->in, an_node_layout(m, n->input2), n->layout)) {
+    snprintf(err, errlen, "add: '%s' and the previous layer are in different memory layouts; "
+                          "add a layer of the same kind to both branches",
+             n->with);
+    return AN_EMODEL;
+  }
   if (n->out[0] <= 0 || n->out[1] <= 0 || n->out[2] <= 0) {
     snprintf(err, errlen, "%s: output shape %dx%dx%d is empty", n->op->name, n->out[0],
              n->out[1], n->out[2]);
@@ -264,12 +333,18 @@ int an_model_plan(an_model_t *m, int batch, int with_grad, char *err, size_t err
     goto oom;
   for (int i = 0; i < m->n_nodes; i++) {
     an_node_t *n = &m->nodes[i];
-    if (n->op->plan && (rc = n->op->plan(m, n, batch, with_grad)) != 0) {
+    if ((n->convert && (rc = an_plan_convert(m, n, batch, with_grad)) != 0) ||
+        (n->op->plan && (rc = n->op->plan(m, n, batch, with_grad)) != 0)) {
       snprintf(err, errlen, "layer %d (%s): oneDNN has no kernel for this shape at batch %d", i,
                n->op->name, batch);
       an_model_unplan(m);
       return rc;
     }
+  }
+  if ((rc = an_plan_output(m, batch, with_grad)) != 0) {
+    snprintf(err, errlen, "cannot prepare the output conversion at batch %d", batch);
+    an_model_unplan(m);
+    return rc;
   }
   if ((rc = an_engine_commit_scratch(&m->eng)) != 0) {
     snprintf(err, errlen, "out of memory for the kernels' scratchpad");
@@ -296,17 +371,29 @@ int an_model_forward(an_model_t *m, const float *x, int train, const float **y) 
     an_node_t *n = &m->nodes[i];
     n->x = an_node_input(m, n->input);
     n->x2 = n->input2 >= -1 ? an_node_input(m, n->input2) : NULL;
+    if (n->convert) {
+      if ((rc = an_reorder_run(&m->eng, &n->to_node, n->x, n->xconv)) != 0)
+        return rc;
+      n->x = n->xconv;
+    }
     if (n->op->alias)
       n->y = (float *)n->x;
     if ((rc = n->op->forward(m, n, train)) != 0)
       return rc;
   }
   *y = m->nodes[m->n_nodes - 1].y;
+  if (m->out_convert) {
+    if ((rc = an_reorder_run(&m->eng, &m->out_to_nchw, *y, m->out_y)) != 0)
+      return rc;
+    *y = m->out_y;
+  }
   return 0;
 }
 
 float *an_model_output_grad(an_model_t *m) {
-  return m->with_grad ? m->nodes[m->n_nodes - 1].dy : NULL;
+  if (!m->with_grad)
+    return NULL;
+  return m->out_convert ? m->out_dy : m->nodes[m->n_nodes - 1].dy;
 }
 
 static void an_grad_add(float *dst, const float *src, size_t n) {
@@ -347,6 +434,9 @@ int an_model_backward(an_model_t *m, float *dx) {
     m->nodes[i].grad_ready = 0;
   m->nodes[m->n_nodes - 1].grad_ready = 1; /* the loss wrote it */
   m->input_grad_ready = 0;
+  if (m->out_convert &&
+      (rc = an_reorder_run(&m->eng, &m->out_to_node, m->out_dy, m->nodes[m->n_nodes - 1].dy)) != 0)
+    return rc;
   for (int i = m->n_nodes - 1; i >= 0; i--) {
     an_node_t *n = &m->nodes[i];
     size_t count = (size_t)m->batch * an_numel3(n->in);
@@ -363,7 +453,18 @@ int an_model_backward(an_model_t *m, float *dx) {
       continue;
     }
     slot = an_grad_slot(m, n->input, dx, &ready);
-    if (slot && *ready) {
+    if (n->convert) {
+      /* The op's gradient is in its own layout: convert it back. */
+      if ((rc = n->op->backward(m, n, slot ? n->dxconv : NULL)) != 0)
+        return rc;
+      if (!slot)
+        continue;
+      if ((rc = an_reorder_run(&m->eng, &n->to_input, n->dxconv, *ready ? m->scratch : slot)) != 0)
+        return rc;
+      if (*ready)
+        an_grad_add(slot, m->scratch, count);
+      *ready = 1;
+    } else if (slot && *ready) {
       /* A second consumer of the same tensor: compute aside, then add. */
       if ((rc = n->op->backward(m, n, m->scratch)) != 0)
         return rc;

@@ -27,6 +27,8 @@ typedef struct an_op {
   int (*backward)(an_model_t *m, an_node_t *n, float *dx);
   /* The output is the input buffer itself (flatten, reshape). */
   int alias;
+  /* The activation layout the op works in; AN_LAYOUT_ANY follows its input. */
+  an_layout_t layout;
 } an_op_t;
 
 struct an_node {
@@ -43,6 +45,12 @@ struct an_node {
   int grad_ready;        /* backward: dy already holds one contribution */
   const float *x, *x2;   /* inputs during a pass */
   float *y, *dy;         /* batch x out; owned by the model unless alias */
+  an_layout_t layout;    /* of x (after conversion), y and dy */
+  /* When the input arrives in another layout: a converted copy of it, the
+   * gradient in this node's layout, and the reorders between the two. */
+  int convert;
+  float *xconv, *dxconv;
+  an_reorder_t to_node, to_input;
   void *impl;            /* the op's planned state */
 };
 
@@ -56,6 +64,9 @@ struct an_model {
   int finalized;
   int batch, with_grad;  /* current plan */
   float *scratch;        /* batch x largest input: gradient accumulation */
+  int out_convert;       /* the last layer is NHWC: convert for the caller */
+  float *out_y, *out_dy; /* the caller's NCHW output and its gradient */
+  an_reorder_t out_to_nchw, out_to_node;
   int input_grad_ready;  /* backward: the caller's dx holds a contribution */
   const float *x;        /* the current input */
   an_engine_t eng;
@@ -68,19 +79,6 @@ extern const an_op_t an_op_conv, an_op_convt, an_op_linear, an_op_relu, an_op_le
     an_op_dropout, an_op_flatten, an_op_reshape, an_op_add;
 
 static inline size_t an_numel3(const int s[3]) { return (size_t)s[0] * s[1] * s[2]; }
-
-/* Layers with weights (conv, convt, linear): their planned state, and the
- * forward/backward they share (op_weighted.c). */
-typedef struct an_wlayer {
-  dnnl_primitive_t fwd, bwd_data, bwd_w;
-  dnnl_memory_t src, w, b, dst, diff_src, diff_w, diff_b, diff_dst;
-} an_wlayer_t;
-void an_wlayer_unplan(an_node_t *n);
-int an_wlayer_memories(an_engine_t *e, an_wlayer_t *c, const dnnl_memory_desc_t *src,
-                       const dnnl_memory_desc_t *w, const dnnl_memory_desc_t *b,
-                       const dnnl_memory_desc_t *dst);
-int an_wlayer_forward(an_model_t *m, an_node_t *n, int train);
-int an_wlayer_backward(an_model_t *m, an_node_t *n, float *dx);
 
 /* An aligned float buffer of n elements (64-byte aligned), or NULL. */
 float *an_nn_alloc(size_t n);

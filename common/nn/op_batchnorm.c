@@ -68,7 +68,7 @@ static int bn_plan(an_model_t *m, an_node_t *n, int batch, int with_grad) {
   if (!c)
     return UV_ENOMEM;
   n->impl = c;
-  an_engine_md(&data, 4, dims);
+  an_engine_md4(&data, dims, n->layout);
   an_engine_md(&chan, 1, cdims);
   if (dnnl_batch_normalization_forward_desc_init(&bd, dnnl_forward_inference, &data, eps,
                                                  AN_BN_FLAGS | dnnl_use_global_stats) !=
@@ -164,5 +164,5 @@ static int bn_backward(an_model_t *m, an_node_t *n, float *dx) {
 
 const an_op_t an_op_batchnorm = {
     .name = "batchnorm", .infer = bn_infer, .plan = bn_plan, .unplan = bn_unplan,
-    .forward = bn_forward, .backward = bn_backward,
+    .forward = bn_forward, .backward = bn_backward, .layout = AN_NHWC,
 };

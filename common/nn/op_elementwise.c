@@ -222,20 +222,24 @@ static int add_forward(an_model_t *m, an_node_t *n, int train) {
 }
 
 const an_op_t an_op_relu = {.name = "relu", .infer = same_shape, .forward = relu_forward,
-                            .backward = relu_backward};
+                            .backward = relu_backward, .layout = AN_LAYOUT_ANY};
 const an_op_t an_op_leaky_relu = {.name = "leakyrelu", .infer = leaky_infer,
-                                  .forward = leaky_forward, .backward = leaky_backward};
+                                  .forward = leaky_forward, .backward = leaky_backward,
+                                  .layout = AN_LAYOUT_ANY};
 const an_op_t an_op_sigmoid = {.name = "sigmoid", .infer = same_shape,
-                               .forward = sigmoid_forward, .backward = sigmoid_backward};
+                               .forward = sigmoid_forward, .backward = sigmoid_backward,
+                               .layout = AN_LAYOUT_ANY};
 const an_op_t an_op_tanh = {.name = "tanh", .infer = same_shape, .forward = tanh_forward,
-                            .backward = tanh_backward};
+                            .backward = tanh_backward, .layout = AN_LAYOUT_ANY};
 const an_op_t an_op_dropout = {.name = "dropout", .infer = dropout_infer, .plan = dropout_plan,
                                .unplan = dropout_unplan, .forward = dropout_forward,
-                               .backward = dropout_backward};
+                               .backward = dropout_backward, .layout = AN_LAYOUT_ANY};
 const an_op_t an_op_flatten = {.name = "flatten", .infer = flatten_infer,
-                               .forward = alias_forward, .backward = pass_backward, .alias = 1};
+                               .forward = alias_forward, .backward = pass_backward, .alias = 1,
+                               .layout = AN_NCHW};
 const an_op_t an_op_reshape = {.name = "reshape", .infer = reshape_infer,
-                               .forward = alias_forward, .backward = pass_backward, .alias = 1};
+                               .forward = alias_forward, .backward = pass_backward, .alias = 1,
+                               .layout = AN_NCHW};
 /* add's backward is routed by the model (the gradient goes to both inputs). */
 const an_op_t an_op_add = {.name = "add", .infer = same_shape, .forward = add_forward,
-                           .backward = pass_backward};
+                           .backward = pass_backward, .layout = AN_LAYOUT_ANY};

@@ -87,8 +87,8 @@ static int pool_plan(an_model_t *m, an_node_t *n, int batch, int with_grad) {
   pool_geometry(n, k, s, pl);
   for (int i = 0; i < 2; i++)
     pr[i] = (int64_t)(n->out[1 + i] - 1) * s[i] + k[i] - n->in[1 + i] - pl[i];
-  an_engine_md(&src, 4, sdims);
-  an_engine_md(&dst, 4, ddims);
+  an_engine_md4(&src, sdims, n->layout);
+  an_engine_md4(&dst, ddims, n->layout);
   if (dnnl_pooling_forward_desc_init(&pd, dnnl_forward_training, alg, &src, &dst, s, k, pl,
                                      pr) != dnnl_success ||
       an_engine_primitive(e, &pd, NULL, &c->fwd, &fwd_pd) != 0)
@@ -145,13 +145,13 @@ static int pool_backward(an_model_t *m, an_node_t *n, float *dx) {
 
 const an_op_t an_op_maxpool = {
     .name = "maxpool", .infer = pool_infer, .plan = pool_plan, .unplan = pool_unplan,
-    .forward = pool_forward, .backward = pool_backward,
+    .forward = pool_forward, .backward = pool_backward, .layout = AN_NHWC,
 };
 const an_op_t an_op_avgpool = {
     .name = "avgpool", .infer = pool_infer, .plan = pool_plan, .unplan = pool_unplan,
-    .forward = pool_forward, .backward = pool_backward,
+    .forward = pool_forward, .backward = pool_backward, .layout = AN_NHWC,
 };
 const an_op_t an_op_gap = {
     .name = "gap", .infer = pool_infer, .plan = pool_plan, .unplan = pool_unplan,
-    .forward = pool_forward, .backward = pool_backward,
+    .forward = pool_forward, .backward = pool_backward, .layout = AN_NHWC,
 };
