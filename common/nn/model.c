@@ -397,7 +397,7 @@ float *an_model_output_grad(an_model_t *m) {
 }
 
 static void an_grad_add(float *dst, const float *src, size_t n) {
-#pragma omp parallel for simd if (n > 65536)
+#pragma omp parallel for simd if (parallel : n > 65536)
   for (size_t i = 0; i < n; i++)
     dst[i] += src[i];
 }
