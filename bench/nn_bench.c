@@ -25,15 +25,21 @@ typedef struct workload {
   int batch, iters;
   mode_t_ mode;
   int encoder_only;  /* run the H-encoder half of ArchNet */
+  an_precision_t precision;
 } workload_t;
 
 static const workload_t workloads[] = {
-    {"archnet_train_b64", "archnet-mnist", {1, 28, 28}, 64, 12, TRAIN_MSE, 0},
-    {"archnet_train_b256", "archnet-mnist", {1, 28, 28}, 256, 4, TRAIN_MSE, 0},
-    {"hencoder_fwd_b256", "archnet-mnist", {1, 28, 28}, 256, 6, INFER, 1},
-    {"cnn_train_1x28_b64", "cnn-small", {1, 28, 28}, 64, 20, TRAIN_CE, 0},
-    {"cnn_train_10x56_b64", "cnn-small", {10, 56, 56}, 64, 20, TRAIN_CE, 0},
-    {"cnn_infer_10x56_b64", "cnn-small", {10, 56, 56}, 64, 20, INFER, 0},
+    {"archnet_train_b64", "archnet-mnist", {1, 28, 28}, 64, 12, TRAIN_MSE, 0, 0},
+    {"archnet_train_b256", "archnet-mnist", {1, 28, 28}, 256, 4, TRAIN_MSE, 0, 0},
+    {"hencoder_fwd_b256", "archnet-mnist", {1, 28, 28}, 256, 6, INFER, 1, 0},
+    {"cnn_train_1x28_b64", "cnn-small", {1, 28, 28}, 64, 20, TRAIN_CE, 0, 0},
+    {"cnn_train_10x56_b64", "cnn-small", {10, 56, 56}, 64, 20, TRAIN_CE, 0, 0},
+    {"cnn_infer_10x56_b64", "cnn-small", {10, 56, 56}, 64, 20, INFER, 0, 0},
+    /* The same with bfloat16 matrix products (no PyTorch counterpart run). */
+    {"archnet_train_b64_bf16", "archnet-mnist", {1, 28, 28}, 64, 12, TRAIN_MSE, 0, 1},
+    {"archnet_train_b256_bf16", "archnet-mnist", {1, 28, 28}, 256, 4, TRAIN_MSE, 0, 1},
+    {"hencoder_fwd_b256_bf16", "archnet-mnist", {1, 28, 28}, 256, 6, INFER, 1, 1},
+    {"cnn_train_10x56_b64_bf16", "cnn-small", {10, 56, 56}, 64, 20, TRAIN_CE, 0, 1},
 };
 
 static double now(void) {
@@ -59,8 +65,10 @@ static an_model_t *build(const workload_t *w) {
     if (eol)
       eol[1] = '\0';
   }
-  if (an_model_parse(spec, &m, err, sizeof err) != 0 ||
-      an_model_finalize(m, AN_INIT_UNIFORM, 0, err, sizeof err) != 0 ||
+  if (an_model_parse(spec, &m, err, sizeof err) != 0)
+    fail(w->name, err);
+  an_model_set_precision(m, w->precision);
+  if (an_model_finalize(m, AN_INIT_UNIFORM, 0, err, sizeof err) != 0 ||
       an_model_plan(m, w->batch, w->mode != INFER, err, sizeof err) != 0)
     fail(w->name, err);
   return m;

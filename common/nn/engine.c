@@ -7,6 +7,7 @@
 #include <uv.h>
 
 #include "common/error.h"
+#include "common/nn/node.h"
 
 const char *an_engine_status(dnnl_status_t st) {
   switch (st) {
@@ -154,4 +155,17 @@ void an_reorder_destroy(an_reorder_t *r) {
   if (r->dst)
     dnnl_memory_destroy(r->dst);
   memset(r, 0, sizeof *r);
+}
+
+AN_HOT_LOOP void an_bf16_from_f32(uint16_t *restrict dst, const float *restrict src, size_t n) {
+#pragma omp parallel for simd schedule(static) if (parallel : n > 65536)
+  for (size_t i = 0; i < n; i++) {
+    uint32_t u;
+    memcpy(&u, &src[i], sizeof u);
+    uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    /* A NaN must not round into an infinity: keep it a (quiet) NaN. Masks,
+     * not a branch, so the loop vectorises. */
+    uint32_t nan = -(uint32_t)((u & 0x7fffffffu) > 0x7f800000u);
+    dst[i] = (uint16_t)((rounded & ~nan) | (((u >> 16) | 0x40u) & nan));
+  }
 }

@@ -63,6 +63,9 @@ int an_engine_commit_scratch(an_engine_t *e);
  * room for one more entry. */
 int an_engine_exec(an_engine_t *e, dnnl_primitive_t prim, int nargs, dnnl_exec_arg_t *args);
 
+/* Converts float32 to bfloat16, rounding to nearest even (NaN stays NaN). */
+void an_bf16_from_f32(uint16_t *dst, const float *src, size_t n);
+
 /* Translates a oneDNN status for messages. */
 const char *an_engine_status(dnnl_status_t st);
 

@@ -298,6 +298,12 @@ int an_model_finalize(an_model_t *m, an_init_kind_t init, uint64_t seed, char *e
 
 void an_model_set_seed(an_model_t *m, uint64_t seed) { an_rng_seed(&m->rng, seed); }
 
+void an_model_set_precision(an_model_t *m, an_precision_t p) {
+  if (m->precision != p)
+    an_model_unplan(m); /* the kernels differ: plan again */
+  m->precision = p;
+}
+
 int an_model_plan(an_model_t *m, int batch, int with_grad, char *err, size_t errlen) {
   size_t scratch = 0;
   int rc;
@@ -396,7 +402,7 @@ float *an_model_output_grad(an_model_t *m) {
   return m->out_convert ? m->out_dy : m->nodes[m->n_nodes - 1].dy;
 }
 
-static void an_grad_add(float *dst, const float *src, size_t n) {
+AN_HOT_LOOP static void an_grad_add(float *dst, const float *src, size_t n) {
 #pragma omp parallel for simd if (parallel : n > 65536)
   for (size_t i = 0; i < n; i++)
     dst[i] += src[i];

@@ -107,6 +107,13 @@ void an_model_describe(const an_model_t *m, FILE *out);
 /* The name used in specs ("conv", "linear", ...). */
 const char *an_op_name(an_op_kind_t kind);
 
+/* Arithmetic of the big matrix products (linear layers). F32 is exact to
+ * float32; BF16 rounds the products' inputs to bfloat16 and accumulates in
+ * float32 (master weights, gradients and optimizer stay float32), which is
+ * several times faster on CPUs with AMX or AVX512-BF16. Set before plan. */
+typedef enum an_precision { AN_PRECISION_F32 = 0, AN_PRECISION_BF16 = 1 } an_precision_t;
+void an_model_set_precision(an_model_t *m, an_precision_t p);
+
 /* Seed for dropout masks (reproducible runs). */
 void an_model_set_seed(an_model_t *m, uint64_t seed);
 

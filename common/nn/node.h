@@ -72,6 +72,7 @@ struct an_model {
   an_engine_t eng;
   int eng_ready;
   an_rng_t rng;          /* dropout masks */
+  an_precision_t precision;
 };
 
 extern const an_op_t an_op_conv, an_op_convt, an_op_linear, an_op_relu, an_op_leaky_relu,
@@ -79,6 +80,14 @@ extern const an_op_t an_op_conv, an_op_convt, an_op_linear, an_op_relu, an_op_le
     an_op_dropout, an_op_flatten, an_op_reshape, an_op_add;
 
 static inline size_t an_numel3(const int s[3]) { return (size_t)s[0] * s[1] * s[2]; }
+
+/* Hot per-element loops are compiled for AVX-512, AVX2 and baseline x86-64,
+ * chosen at load time, so one binary runs everywhere and fast where it can. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
+#define AN_HOT_LOOP __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define AN_HOT_LOOP
+#endif
 
 /* An aligned float buffer of n elements (64-byte aligned), or NULL. */
 float *an_nn_alloc(size_t n);

@@ -24,7 +24,7 @@ static int same_shape(an_node_t *n, char *err, size_t errlen) {
   return 0;
 }
 
-static int relu_forward(an_model_t *m, an_node_t *n, int train) {
+AN_HOT_LOOP static int relu_forward(an_model_t *m, an_node_t *n, int train) {
   size_t count = an_count(m, n);
   const float *restrict x = n->x;
   float *restrict y = n->y;
@@ -40,7 +40,7 @@ static int relu_forward(an_model_t *m, an_node_t *n, int train) {
   return 0;
 }
 
-static int relu_backward(an_model_t *m, an_node_t *n, float *dx_out) {
+AN_HOT_LOOP static int relu_backward(an_model_t *m, an_node_t *n, float *dx_out) {
   size_t count = an_count(m, n);
   const float *restrict x = n->x, *restrict dy = n->dy;
   float *restrict dx = dx_out;
@@ -68,7 +68,7 @@ static int leaky_infer(an_node_t *n, char *err, size_t errlen) {
   return same_shape(n, err, errlen);
 }
 
-static int leaky_forward(an_model_t *m, an_node_t *n, int train) {
+AN_HOT_LOOP static int leaky_forward(an_model_t *m, an_node_t *n, int train) {
   size_t count = an_count(m, n);
   const float *x = n->x;
   float *y = n->y, a = n->d.alpha;
@@ -79,7 +79,7 @@ static int leaky_forward(an_model_t *m, an_node_t *n, int train) {
   return 0;
 }
 
-static int leaky_backward(an_model_t *m, an_node_t *n, float *dx) {
+AN_HOT_LOOP static int leaky_backward(an_model_t *m, an_node_t *n, float *dx) {
   size_t count = an_count(m, n);
   const float *x = n->x, *dy = n->dy;
   float a = n->d.alpha;
@@ -102,7 +102,7 @@ static int sigmoid_forward(an_model_t *m, an_node_t *n, int train) {
   return 0;
 }
 
-static int sigmoid_backward(an_model_t *m, an_node_t *n, float *dx) {
+AN_HOT_LOOP static int sigmoid_backward(an_model_t *m, an_node_t *n, float *dx) {
   size_t count = an_count(m, n);
   const float *y = n->y, *dy = n->dy;
   if (!dx)
@@ -124,7 +124,7 @@ static int tanh_forward(an_model_t *m, an_node_t *n, int train) {
   return 0;
 }
 
-static int tanh_backward(an_model_t *m, an_node_t *n, float *dx) {
+AN_HOT_LOOP static int tanh_backward(an_model_t *m, an_node_t *n, float *dx) {
   size_t count = an_count(m, n);
   const float *y = n->y, *dy = n->dy;
   if (!dx)
@@ -176,7 +176,7 @@ static int dropout_forward(an_model_t *m, an_node_t *n, int train) {
   return 0;
 }
 
-static int dropout_backward(an_model_t *m, an_node_t *n, float *dx) {
+AN_HOT_LOOP static int dropout_backward(an_model_t *m, an_node_t *n, float *dx) {
   size_t count = an_count(m, n);
   const float *mask = n->impl, *dy = n->dy;
   if (!dx)
@@ -222,7 +222,7 @@ static int pass_backward(an_model_t *m, an_node_t *n, float *dx) {
   return 0;
 }
 
-static int add_forward(an_model_t *m, an_node_t *n, int train) {
+AN_HOT_LOOP static int add_forward(an_model_t *m, an_node_t *n, int train) {
   size_t count = an_count(m, n);
   const float *a = n->x, *b = n->x2;
   float *y = n->y;

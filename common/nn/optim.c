@@ -55,7 +55,7 @@ void an_optim_free(an_optim_t *o) {
 void an_optim_set_lr(an_optim_t *o, float lr) { o->p.lr = lr; }
 uint64_t an_optim_steps(const an_optim_t *o) { return o->t; }
 
-static void an_adam_step(an_optim_t *o, float *w, const float *g) {
+AN_HOT_LOOP static void an_adam_step(an_optim_t *o, float *w, const float *g) {
   const float b1 = o->p.beta1, b2 = o->p.beta2, eps = o->p.eps, wd = o->p.weight_decay;
   float *m = o->m, *v = o->v;
   size_t n = o->n;
@@ -74,7 +74,7 @@ static void an_adam_step(an_optim_t *o, float *w, const float *g) {
   }
 }
 
-static void an_sgd_step(an_optim_t *o, float *w, const float *g) {
+AN_HOT_LOOP static void an_sgd_step(an_optim_t *o, float *w, const float *g) {
   const float lr = o->p.lr, mom = o->p.momentum, wd = o->p.weight_decay;
   float *buf = o->m;
   size_t n = o->n;

@@ -430,6 +430,46 @@ START_TEST(test_losses) {
 }
 END_TEST
 
+START_TEST(test_bf16_linear_close_to_f32) {
+  /* bfloat16 keeps 8 significant bits: products of 64 terms agree with
+   * float32 to about 1%. This checks the bf16 path computes the same thing
+   * (layouts, transposes), not that it is exact. */
+  static const char spec[] = "input 64 1 1\nlinear 48\n";
+  an_model_t *a = NULL, *b = NULL;
+  char err[256];
+  float x[8 * 64], dxa[8 * 64], dxb[8 * 64];
+  const float *ya, *yb;
+  an_rng_t rng;
+  an_rng_seed(&rng, 3);
+  for (int i = 0; i < 8 * 64; i++)
+    x[i] = (float)(2 * an_rng_uniform(&rng) - 1);
+  ck_assert_int_eq(an_model_parse(spec, &a, err, sizeof err), 0);
+  ck_assert_int_eq(an_model_parse(spec, &b, err, sizeof err), 0);
+  an_model_set_precision(b, AN_PRECISION_BF16);
+  ck_assert_int_eq(an_model_finalize(a, AN_INIT_UNIFORM, 9, err, sizeof err), 0);
+  ck_assert_int_eq(an_model_finalize(b, AN_INIT_UNIFORM, 9, err, sizeof err), 0);
+  ck_assert_int_eq(an_model_plan(a, 8, 1, err, sizeof err), 0);
+  ck_assert_msg(an_model_plan(b, 8, 1, err, sizeof err) == 0, "bf16 plan: %s", err);
+  ck_assert_int_eq(an_model_forward(a, x, 1, &ya), 0);
+  ck_assert_int_eq(an_model_forward(b, x, 1, &yb), 0);
+  for (int i = 0; i < 8 * 48; i++) {
+    ck_assert_msg(fabsf(ya[i] - yb[i]) < 0.02f * (1 + fabsf(ya[i])), "y[%d] %g vs %g", i, ya[i],
+                  yb[i]);
+    an_model_output_grad(a)[i] = an_model_output_grad(b)[i] = (float)(an_rng_uniform(&rng) - 0.5);
+  }
+  ck_assert_int_eq(an_model_backward(a, dxa), 0);
+  ck_assert_int_eq(an_model_backward(b, dxb), 0);
+  for (int i = 0; i < 8 * 64; i++)
+    ck_assert_msg(fabsf(dxa[i] - dxb[i]) < 0.02f * (1 + fabsf(dxa[i])), "dx[%d]", i);
+  for (size_t i = 0; i < an_model_param_count(a); i++)
+    ck_assert_msg(fabsf(an_model_grads(a)[i] - an_model_grads(b)[i]) <
+                      0.02f * (1 + fabsf(an_model_grads(a)[i])),
+                  "grad[%zu] %g vs %g", i, an_model_grads(a)[i], an_model_grads(b)[i]);
+  an_model_free(a);
+  an_model_free(b);
+}
+END_TEST
+
 static Suite *gradients_suite(void) {
   Suite *s = suite_create("gradients");
   TCase *tc = tcase_create("layers");
@@ -438,6 +478,7 @@ static Suite *gradients_suite(void) {
   tcase_add_test(tc, test_unused_branch_gets_zero_gradient);
   tcase_add_test(tc, test_dropout_mask);
   tcase_add_test(tc, test_losses);
+  tcase_add_test(tc, test_bf16_linear_close_to_f32);
   tcase_set_timeout(tc, 120);
   suite_add_tcase(s, tc);
   return s;
