@@ -207,3 +207,63 @@ fail:
   an_model_free(m);
   return rc;
 }
+
+int an_model_to_spec(const an_model_t *m, char *buf, size_t len) {
+  size_t used = 0;
+  int chw[3], n;
+#define AN_EMIT(...)                                                                       \
+  do {                                                                                     \
+    n = snprintf(buf + used, len - used, __VA_ARGS__);                                     \
+    if (n < 0 || (size_t)n >= len - used)                                                  \
+      return AN_ETOOBIG;                                                                   \
+    used += (size_t)n;                                                                     \
+  } while (0)
+  an_model_input_shape(m, chw);
+  AN_EMIT("input %d %d %d\n", chw[0], chw[1], chw[2]);
+  for (int i = 0; i < an_model_layer_count(m); i++) {
+    an_layer_info_t li;
+    const an_layer_desc_t *d = &li.desc;
+    an_model_layer_info(m, i, &li);
+    if (d->label && d->label[0])
+      AN_EMIT("%s: ", d->label);
+    AN_EMIT("%s", an_op_name(d->kind));
+    switch (d->kind) {
+    case AN_OP_CONV:
+    case AN_OP_CONVT:
+      AN_EMIT(" %d k=%d s=%d p=%d", d->out, d->k, d->s, d->p);
+      break;
+    case AN_OP_LINEAR:
+      AN_EMIT(" %d", d->out);
+      break;
+    case AN_OP_MAXPOOL:
+    case AN_OP_AVGPOOL:
+      AN_EMIT(" k=%d s=%d p=%d", d->k, d->s, d->p);
+      break;
+    case AN_OP_LEAKY_RELU:
+      AN_EMIT(" alpha=%.9g", d->alpha);
+      break;
+    case AN_OP_DROPOUT:
+      AN_EMIT(" p=%.9g", d->alpha);
+      break;
+    case AN_OP_BATCHNORM:
+      AN_EMIT(" eps=%.9g momentum=%.9g", d->alpha, d->momentum);
+      break;
+    case AN_OP_RESHAPE:
+      AN_EMIT(" %d %d %d", d->shape[0], d->shape[1], d->shape[2]);
+      break;
+    case AN_OP_ADD:
+      AN_EMIT(" %s", d->with);
+      break;
+    default:
+      break;
+    }
+    if ((d->kind == AN_OP_CONV || d->kind == AN_OP_CONVT || d->kind == AN_OP_LINEAR) &&
+        d->no_bias)
+      AN_EMIT(" bias=0");
+    if (d->from && d->from[0])
+      AN_EMIT(" from=%s", d->from);
+    AN_EMIT("\n");
+  }
+#undef AN_EMIT
+  return 0;
+}

@@ -22,6 +22,9 @@
 /* Builds a model from spec text (not yet finalized). Errors name the line. */
 int an_model_parse(const char *text, an_model_t **out, char *err, size_t errlen);
 
+/* Writes a spec that rebuilds `m` (same layers, labels and inputs). */
+int an_model_to_spec(const an_model_t *m, char *buf, size_t len);
+
 /* The spec text of a preset, written into buf. `chw` and `classes` apply to
  * the classifier presets (0 = the preset's default); the ArchNet presets
  * have the paper's fixed shapes. Presets: archnet-mnist, archnet-cifar10,

@@ -1,0 +1,205 @@
+#include "common/nn/weights.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+#include <uv.h>
+
+#include "common/error.h"
+#include "common/nn/spec.h"
+
+#define AN_WEIGHTS_MAGIC "ANWT"
+#define AN_WEIGHTS_VERSION 1u
+#define AN_WEIGHTS_MAX_SPEC (1u << 20)
+#define AN_WEIGHTS_CHUNK ((size_t)1 << 22)
+
+static void an_put_u32(uint8_t *p, uint32_t v) {
+  for (int i = 0; i < 4; i++)
+    p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void an_put_u64(uint8_t *p, uint64_t v) {
+  for (int i = 0; i < 8; i++)
+    p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint64_t an_get_le(const uint8_t *p, int n) {
+  uint64_t v = 0;
+  for (int i = n - 1; i >= 0; i--)
+    v = v << 8 | p[i];
+  return v;
+}
+
+/* Writes and hashes; the file's floats are little-endian, as is x86-64. */
+static int an_write_hashed(FILE *f, EVP_MD_CTX *md, const void *p, size_t n) {
+  return fwrite(p, 1, n, f) == n && EVP_DigestUpdate(md, p, n) == 1 ? 0 : -1;
+}
+
+int an_weights_save(const an_model_t *m, const char *path, char *err, size_t errlen) {
+  an_model_t *mm = (an_model_t *)m; /* the accessors are not const; nothing is changed */
+  char *spec = malloc(AN_WEIGHTS_MAX_SPEC), tmp[4200];
+  uint8_t head[28], digest[EVP_MAX_MD_SIZE];
+  unsigned dlen = 0;
+  EVP_MD_CTX *md = EVP_MD_CTX_new();
+  FILE *f = NULL;
+  size_t spec_len;
+  int rc = UV_EIO, n = snprintf(tmp, sizeof tmp, "%s.tmp", path);
+
+  if (!spec || !md || n < 0 || (size_t)n >= sizeof tmp) {
+    snprintf(err, errlen, "%s: out of memory or path too long", path);
+    rc = UV_ENOMEM;
+    goto done;
+  }
+  if (an_model_to_spec(m, spec, AN_WEIGHTS_MAX_SPEC) != 0) {
+    snprintf(err, errlen, "the model's spec is over %u bytes", AN_WEIGHTS_MAX_SPEC);
+    rc = AN_ETOOBIG;
+    goto done;
+  }
+  spec_len = strlen(spec);
+  memcpy(head, AN_WEIGHTS_MAGIC, 4);
+  an_put_u32(head + 4, AN_WEIGHTS_VERSION);
+  an_put_u64(head + 8, an_model_param_count(m));
+  an_put_u64(head + 16, an_model_state_count(m));
+  an_put_u32(head + 24, (uint32_t)spec_len);
+  if (!(f = fopen(tmp, "wb"))) {
+    snprintf(err, errlen, "cannot create %s: %s", tmp, strerror(errno));
+    goto done;
+  }
+  if (EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1 ||
+      an_write_hashed(f, md, head, sizeof head) ||
+      an_write_hashed(f, md, spec, spec_len) ||
+      an_write_hashed(f, md, an_model_params(mm), an_model_param_count(m) * sizeof(float)) ||
+      an_write_hashed(f, md, an_model_state(mm), an_model_state_count(m) * sizeof(float)) ||
+      EVP_DigestFinal_ex(md, digest, &dlen) != 1 || fwrite(digest, 1, dlen, f) != dlen ||
+      fflush(f) != 0 || fsync(fileno(f)) != 0) {
+    snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
+    goto done;
+  }
+  if (fclose(f) != 0) {
+    f = NULL;
+    snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
+    goto done;
+  }
+  f = NULL;
+  if (rename(tmp, path) != 0) {
+    snprintf(err, errlen, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
+    goto done;
+  }
+  rc = 0;
+done:
+  if (f)
+    fclose(f);
+  if (rc)
+    unlink(tmp);
+  EVP_MD_CTX_free(md);
+  free(spec);
+  return rc;
+}
+
+/* Reads exactly n bytes into p and hashes them. */
+static int an_read_hashed(FILE *f, EVP_MD_CTX *md, void *p, size_t n) {
+  uint8_t *q = p;
+  while (n > 0) {
+    size_t chunk = n < AN_WEIGHTS_CHUNK ? n : AN_WEIGHTS_CHUNK;
+    if (fread(q, 1, chunk, f) != chunk || EVP_DigestUpdate(md, q, chunk) != 1)
+      return -1;
+    q += chunk;
+    n -= chunk;
+  }
+  return 0;
+}
+
+int an_weights_load(const char *path, an_model_t **out, char *err, size_t errlen) {
+  uint8_t head[28], digest[EVP_MAX_MD_SIZE], stored[EVP_MAX_MD_SIZE];
+  unsigned dlen = 0;
+  EVP_MD_CTX *md = EVP_MD_CTX_new();
+  an_model_t *m = NULL;
+  char *spec = NULL, why[512];
+  FILE *f = fopen(path, "rb");
+  uint64_t n_params, n_state;
+  uint32_t spec_len;
+  int rc = AN_EFORMAT;
+
+  *out = NULL;
+  if (!f) {
+    snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+    rc = -errno;
+    goto done;
+  }
+  if (!md || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
+    snprintf(err, errlen, "out of memory");
+    rc = UV_ENOMEM;
+    goto done;
+  }
+  if (an_read_hashed(f, md, head, sizeof head) || memcmp(head, AN_WEIGHTS_MAGIC, 4) != 0) {
+    snprintf(err, errlen, "%s: not an ArchNet weights file (bad magic)", path);
+    goto done;
+  }
+  if (an_get_le(head + 4, 4) != AN_WEIGHTS_VERSION) {
+    snprintf(err, errlen, "%s: weights format version %u is not supported (this build reads %u)",
+             path, (unsigned)an_get_le(head + 4, 4), AN_WEIGHTS_VERSION);
+    goto done;
+  }
+  n_params = an_get_le(head + 8, 8);
+  n_state = an_get_le(head + 16, 8);
+  spec_len = (uint32_t)an_get_le(head + 24, 4);
+  if (spec_len == 0 || spec_len > AN_WEIGHTS_MAX_SPEC) {
+    snprintf(err, errlen, "%s: spec length %u is absurd", path, spec_len);
+    goto done;
+  }
+  if (!(spec = malloc((size_t)spec_len + 1)) || an_read_hashed(f, md, spec, spec_len)) {
+    snprintf(err, errlen, "%s: truncated in the model spec", path);
+    goto done;
+  }
+  spec[spec_len] = '\0';
+  if (strlen(spec) != spec_len) {
+    snprintf(err, errlen, "%s: the stored model spec contains a NUL byte", path);
+    goto done;
+  }
+  if (an_model_parse(spec, &m, why, sizeof why) != 0) {
+    snprintf(err, errlen, "%s: the stored model spec is invalid: %s", path, why);
+    goto done;
+  }
+  /* The spec decides the sizes; the header must agree before we read. */
+  if (n_params != an_model_param_count(m) || n_state != an_model_state_count(m)) {
+    snprintf(err, errlen, "%s: header says %llu parameters and %llu state values, the spec %zu "
+                          "and %zu",
+             path, (unsigned long long)n_params, (unsigned long long)n_state,
+             an_model_param_count(m), an_model_state_count(m));
+    goto done;
+  }
+  if ((rc = an_model_finalize(m, AN_INIT_UNIFORM, 0, why, sizeof why)) != 0) {
+    snprintf(err, errlen, "%s: %s", path, why);
+    goto done;
+  }
+  rc = AN_EFORMAT;
+  if (an_read_hashed(f, md, an_model_params(m), n_params * sizeof(float)) ||
+      an_read_hashed(f, md, an_model_state(m), n_state * sizeof(float)) ||
+      EVP_DigestFinal_ex(md, digest, &dlen) != 1 || fread(stored, 1, dlen, f) != dlen) {
+    snprintf(err, errlen, "%s: truncated", path);
+    goto done;
+  }
+  if (memcmp(digest, stored, dlen) != 0) {
+    snprintf(err, errlen, "%s: checksum mismatch: the file is corrupt", path);
+    goto done;
+  }
+  if (fgetc(f) != EOF) {
+    snprintf(err, errlen, "%s: unexpected bytes after the checksum", path);
+    goto done;
+  }
+  *out = m;
+  m = NULL;
+  rc = 0;
+done:
+  if (f)
+    fclose(f);
+  an_model_free(m);
+  free(spec);
+  EVP_MD_CTX_free(md);
+  return rc;
+}
