@@ -169,3 +169,13 @@ AN_HOT_LOOP void an_bf16_from_f32(uint16_t *restrict dst, const float *restrict 
     dst[i] = (uint16_t)((rounded & ~nan) | (((u >> 16) | 0x40u) & nan));
   }
 }
+
+void an_engine_release(dnnl_primitive_t *prims, size_t n_prims, dnnl_memory_t *mems,
+                       size_t n_mems) {
+  for (size_t i = 0; i < n_prims; i++)
+    if (prims[i])
+      dnnl_primitive_destroy(prims[i]);
+  for (size_t i = 0; i < n_mems; i++)
+    if (mems[i])
+      dnnl_memory_destroy(mems[i]);
+}

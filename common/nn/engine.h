@@ -63,6 +63,10 @@ int an_engine_commit_scratch(an_engine_t *e);
  * room for one more entry. */
 int an_engine_exec(an_engine_t *e, dnnl_primitive_t prim, int nargs, dnnl_exec_arg_t *args);
 
+/* Destroys the non-NULL primitives and memory objects of an op's state. */
+void an_engine_release(dnnl_primitive_t *prims, size_t n_prims, dnnl_memory_t *mems,
+                       size_t n_mems);
+
 /* Converts float32 to bfloat16, rounding to nearest even (NaN stays NaN). */
 void an_bf16_from_f32(uint16_t *dst, const float *src, size_t n);
 

@@ -41,12 +41,7 @@ static void bn_unplan(an_node_t *n) {
   dnnl_primitive_t prims[] = {c->fwd_train, c->fwd_infer, c->bwd};
   dnnl_memory_t mems[] = {c->src,        c->dst,        c->diff_src, c->diff_dst, c->scale,
                           c->shift,      c->diff_scale, c->diff_shift, c->mean,   c->var};
-  for (size_t i = 0; i < sizeof prims / sizeof prims[0]; i++)
-    if (prims[i])
-      dnnl_primitive_destroy(prims[i]);
-  for (size_t i = 0; i < sizeof mems / sizeof mems[0]; i++)
-    if (mems[i])
-      dnnl_memory_destroy(mems[i]);
+  an_engine_release(prims, sizeof prims / sizeof prims[0], mems, sizeof mems / sizeof mems[0]);
   free(c->batch_mean);
   free(c->batch_var);
   free(c);

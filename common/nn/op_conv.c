@@ -74,12 +74,7 @@ static void conv_unplan(an_node_t *n) {
   dnnl_primitive_t prims[] = {c->fwd, c->bwd_data, c->bwd_w};
   dnnl_memory_t mems[] = {c->src,      c->w_fwd,  c->w_bwd,  c->b,       c->dst,
                           c->diff_src, c->diff_w, c->diff_b, c->diff_dst};
-  for (size_t i = 0; i < sizeof prims / sizeof prims[0]; i++)
-    if (prims[i])
-      dnnl_primitive_destroy(prims[i]);
-  for (size_t i = 0; i < sizeof mems / sizeof mems[0]; i++)
-    if (mems[i])
-      dnnl_memory_destroy(mems[i]);
+  an_engine_release(prims, sizeof prims / sizeof prims[0], mems, sizeof mems / sizeof mems[0]);
   an_reorder_destroy(&c->w_to_fwd);
   an_reorder_destroy(&c->w_to_bwd);
   an_reorder_destroy(&c->dw_to_plain);

@@ -61,12 +61,7 @@ static void linear_unplan(an_node_t *n) {
   dnnl_primitive_t prims[] = {c->fwd, c->bwd_data, c->bwd_w};
   dnnl_memory_t mems[] = {c->f_src, c->f_w, c->f_b,   c->f_dst, c->d_src,
                           c->d_w,   c->d_dst, c->w_src, c->w_w,   c->w_dst};
-  for (size_t i = 0; i < sizeof prims / sizeof prims[0]; i++)
-    if (prims[i])
-      dnnl_primitive_destroy(prims[i]);
-  for (size_t i = 0; i < sizeof mems / sizeof mems[0]; i++)
-    if (mems[i])
-      dnnl_memory_destroy(mems[i]);
+  an_engine_release(prims, sizeof prims / sizeof prims[0], mems, sizeof mems / sizeof mems[0]);
   an_reorder_destroy(&c->x_to16);
   an_reorder_destroy(&c->x_to_b16);
   an_reorder_destroy(&c->dy_to16);

@@ -54,14 +54,9 @@ static void pool_unplan(an_node_t *n) {
   pool_impl_t *c = n->impl;
   if (!c)
     return;
-  if (c->fwd)
-    dnnl_primitive_destroy(c->fwd);
-  if (c->bwd)
-    dnnl_primitive_destroy(c->bwd);
+  dnnl_primitive_t prims[] = {c->fwd, c->bwd};
   dnnl_memory_t mems[] = {c->src, c->dst, c->diff_src, c->diff_dst, c->ws};
-  for (size_t i = 0; i < sizeof mems / sizeof mems[0]; i++)
-    if (mems[i])
-      dnnl_memory_destroy(mems[i]);
+  an_engine_release(prims, 2, mems, sizeof mems / sizeof mems[0]);
   free(c->ws_buf);
   free(c);
   n->impl = NULL;

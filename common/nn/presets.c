@@ -14,7 +14,7 @@
 const char *const an_preset_names[] = {"archnet-mnist", "archnet-cifar10", "cnn-small",
                                        "resnet18", NULL};
 
-static const char an_archnet_mnist[] =
+static const char an_archnet_mnist_encoder[] =
     "input 1 28 28\n"
     "# H-encoder: 1x28x28 -> 10x56x56\n"
     "conv 3 k=3 p=1\n"
@@ -24,28 +24,20 @@ static const char an_archnet_mnist[] =
     "relu\n"
     "reshape 20 28 28\n"
     "conv 20 k=3 p=1\n"
-    "code: convt 10 k=2 s=2\n"
-    "# L-decoder: 10x56x56 -> 1x28x28\n"
-    "conv 10 k=2 s=2\n"
-    "conv 30 k=3 p=1\n"
-    "conv 10 k=3 p=1\n"
-    "conv 10 k=3 p=1\n"
-    "conv 10 k=3 p=1\n"
-    "relu\n"
-    "conv 5 k=3 p=1\n"
-    "conv 3 k=3 p=1\n"
-    "relu\n"
-    "conv 1 k=3 p=1\n";
+    "code: convt 10 k=2 s=2\n";
 
-static const char an_archnet_cifar10[] =
+static const char an_archnet_cifar10_encoder[] =
     "input 3 32 32\n"
     "# H-encoder: 3x32x32 -> 10x64x64, convolutions only\n"
     "conv 3 k=3 p=1\n"
     "conv 10 k=3 p=1\n"
     "conv 20 k=3 p=1\n"
     "conv 20 k=3 p=1\n"
-    "code: convt 10 k=2 s=2\n"
-    "# L-decoder: 10x64x64 -> 3x32x32\n"
+    "code: convt 10 k=2 s=2\n";
+
+/* The L-decoder of both variants; %d is the image's channel count. */
+static const char an_archnet_decoder[] =
+    "# L-decoder: back to the image's size and channels\n"
     "conv 10 k=2 s=2\n"
     "conv 30 k=3 p=1\n"
     "conv 10 k=3 p=1\n"
@@ -55,7 +47,7 @@ static const char an_archnet_cifar10[] =
     "conv 5 k=3 p=1\n"
     "conv 3 k=3 p=1\n"
     "relu\n"
-    "conv 3 k=3 p=1\n";
+    "conv %d k=3 p=1\n";
 
 static int an_append(char *buf, size_t len, size_t *used, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -130,11 +122,13 @@ int an_preset_spec(const char *name, const int chw[3], int classes, char *buf, s
   int shape[3];
   int rc;
   if (strcmp(name, "archnet-mnist") == 0 || strcmp(name, "archnet-cifar10") == 0) {
-    const char *text = name[8] == 'm' ? an_archnet_mnist : an_archnet_cifar10;
-    if (strlen(text) >= len)
-      return AN_ETOOBIG;
-    strcpy(buf, text);
-    return 0;
+    int mnist_variant = name[8] == 'm';
+    size_t used = 0;
+    rc = an_append(buf, len, &used, "%s",
+                   mnist_variant ? an_archnet_mnist_encoder : an_archnet_cifar10_encoder);
+    if (!rc)
+      rc = an_append(buf, len, &used, an_archnet_decoder, mnist_variant ? 1 : 3);
+    return rc;
   }
   if (classes <= 0)
     classes = 10;

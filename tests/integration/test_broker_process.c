@@ -305,19 +305,6 @@ END_TEST
 
 /* ---- the programs' command lines ---- */
 
-static void expect_run(char *const argv[], int status, const char *in_out, const char *in_err) {
-  char *out = NULL, *err = NULL;
-  int rc = an_test_run(argv, &out, &err);
-  ck_assert_msg(rc == status, "%s %s: exit %d, want %d; stderr: %s", argv[0], argv[1], rc,
-                status, err ? err : "");
-  if (in_out)
-    ck_assert_msg(out && strstr(out, in_out), "stdout lacks '%s': %s", in_out, out);
-  if (in_err)
-    ck_assert_msg(err && strstr(err, in_err), "stderr lacks '%s': %s", in_err, err);
-  free(out);
-  free(err);
-}
-
 START_TEST(test_cli_help_version_and_bad_flags) {
   static const char *const vars[] = {"ARCHNET_BROKER", "ARCHNET_PUBLISHER", "ARCHNET_WORKER"};
   for (size_t i = 0; i < 3; i++) {
@@ -331,12 +318,12 @@ START_TEST(test_cli_help_version_and_bad_flags) {
       ping_bad[1] = "run";
       ping_bad[2] = "--max-frame=huge";
     }
-    expect_run(help, 0, "Usage:", NULL);
-    expect_run(version, 0, AN_VERSION, NULL);
-    expect_run(bad, 2, NULL, "--no-such-flag");
-    expect_run(badcmd, 2, NULL, "unknown command 'frobnicate'");
-    expect_run(ping_help, 0, "Options:", NULL);
-    expect_run(ping_bad, 2, NULL, i == 0 ? "--max-frame" : "--count");
+    an_test_expect_run(help, 0, "Usage:", NULL);
+    an_test_expect_run(version, 0, AN_VERSION, NULL);
+    an_test_expect_run(bad, 2, NULL, "--no-such-flag");
+    an_test_expect_run(badcmd, 2, NULL, "unknown command 'frobnicate'");
+    an_test_expect_run(ping_help, 0, "Options:", NULL);
+    an_test_expect_run(ping_bad, 2, NULL, i == 0 ? "--max-frame" : "--count");
   }
 }
 END_TEST
@@ -347,9 +334,9 @@ START_TEST(test_cli_ping) {
   char *wrong[] = {(char *)bin("ARCHNET_PUBLISHER"), "ping", "--broker", shared.address, "--pin",
                    "sha256//AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", NULL};
   char *nopin[] = {(char *)bin("ARCHNET_PUBLISHER"), "ping", "--broker", shared.address, NULL};
-  expect_run(ok, 0, "2 pings", NULL);
-  expect_run(wrong, 1, NULL, "does not match the pin");
-  expect_run(nopin, 2, NULL, "--pin is required");
+  an_test_expect_run(ok, 0, "2 pings", NULL);
+  an_test_expect_run(wrong, 1, NULL, "does not match the pin");
+  an_test_expect_run(nopin, 2, NULL, "--pin is required");
 }
 END_TEST
 
@@ -357,7 +344,7 @@ START_TEST(test_run_without_identity) {
   char *dir = an_test_tmpdir();
   char *run[] = {(char *)bin("ARCHNET_BROKER"), "run", "--data-dir", dir, "--listen",
                  "127.0.0.1:0", NULL};
-  expect_run(run, 1, NULL, "archnet-broker init");
+  an_test_expect_run(run, 1, NULL, "archnet-broker init");
   an_test_rmtree(dir);
   free(dir);
 }
@@ -367,7 +354,7 @@ START_TEST(test_init_refuses_to_overwrite) {
   broker_proc_t b;
   broker_init(&b);
   char *again[] = {(char *)bin("ARCHNET_BROKER"), "init", "--data-dir", b.data, NULL};
-  expect_run(again, 1, NULL, "--force");
+  an_test_expect_run(again, 1, NULL, "--force");
   an_test_rmtree(b.dir);
   free(b.dir);
 }

@@ -1,5 +1,6 @@
 #include "tests/support/testutil.h"
 
+#include <check.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -125,4 +126,17 @@ char *an_test_tmpdir(void) {
 void an_test_rmtree(const char *path) {
   char *argv[] = {"/bin/rm", "-rf", (char *)path, NULL};
   an_test_run(argv, NULL, NULL);
+}
+
+void an_test_expect_run(char *const argv[], int status, const char *in_out, const char *in_err) {
+  char *out = NULL, *err = NULL;
+  int rc = an_test_run(argv, &out, &err);
+  ck_assert_msg(rc == status, "%s %s: exit %d, want %d; stderr: %s", argv[0], argv[1], rc,
+                status, err ? err : "");
+  if (in_out)
+    ck_assert_msg(out && strstr(out, in_out), "stdout lacks '%s': %s", in_out, out);
+  if (in_err)
+    ck_assert_msg(err && strstr(err, in_err), "stderr lacks '%s': %s", in_err, err);
+  free(out);
+  free(err);
 }

@@ -15,6 +15,10 @@ uint64_t an_test_rand(uint64_t *state);
  * -1 if the program could not be run or died of a signal. */
 int an_test_run(char *const argv[], char **out, char **err);
 
+/* Runs argv and checks, with Check assertions, its exit status and that
+ * stdout / stderr contain the given texts (NULL: not checked). */
+void an_test_expect_run(char *const argv[], int status, const char *in_out, const char *in_err);
+
 /* Starts argv in the background with stdout and stderr appended to
  * `log_path`. Returns the pid, or -1. */
 pid_t an_test_spawn(char *const argv[], const char *log_path);
