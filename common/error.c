@@ -19,6 +19,7 @@ static const struct {
   [-(AN_EREMOTE - AN_ERR_BASE)] = {"AN_EREMOTE", "peer reported an error"},
   [-(AN_EFORMAT - AN_ERR_BASE)] = {"AN_EFORMAT", "malformed file"},
   [-(AN_ECLOSED - AN_ERR_BASE)] = {"AN_ECLOSED", "connection is closing"},
+  [-(AN_EUNSUPPORTED - AN_ERR_BASE)] = {"AN_EUNSUPPORTED", "feature not supported"},
 };
 
 static int an_is_project_code(int code) {

@@ -23,7 +23,8 @@ enum an_error {
   AN_EREMOTE = AN_ERR_BASE - 11,  /* the peer answered with an Error */
   AN_EFORMAT = AN_ERR_BASE - 12,  /* a file's contents are malformed */
   AN_ECLOSED = AN_ERR_BASE - 13,  /* operation on a closing connection */
-  AN_ERR_LAST = AN_ERR_BASE - 14
+  AN_EUNSUPPORTED = AN_ERR_BASE - 14, /* valid input using a feature we lack */
+  AN_ERR_LAST = AN_ERR_BASE - 15
 };
 
 /* A static, human-readable description of `code`: a project code, a libuv

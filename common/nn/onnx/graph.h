@@ -1,0 +1,102 @@
+/* Inside an ONNX model: values, nodes and the operator table. Internal to
+ * common/nn/onnx. */
+#ifndef AN_ONNX_GRAPH_H
+#define AN_ONNX_GRAPH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/nn/onnx/onnx.h"
+#include "proto/onnx.pb-c.h"
+
+/* A tensor value during shape probing or a run. */
+typedef struct an_oval {
+  int dtype;
+  int ndim;
+  int64_t dims[AN_ONNX_MAX_DIMS];
+  void *data;   /* NULL while only the shape is known */
+  int borrowed; /* data belongs to someone else (initializer, caller) */
+  int present;  /* the value exists in this pass */
+} an_oval_t;
+
+size_t an_oval_numel(const an_oval_t *v);
+size_t an_onnx_dtype_size(int dtype);
+
+typedef struct an_onode an_onode_t;
+typedef struct an_oexec an_oexec_t;
+
+/* An operator: computes output shapes always, and data unless probing
+ * (int64 outputs are computed while probing too: shapes flow through them).
+ * Returns 0, AN_EMODEL (bad model or input) or AN_EUNSUPPORTED, with a
+ * sentence in the context's error buffer. */
+typedef int (*an_op_fn)(an_oexec_t *x, const an_onode_t *n, an_oval_t **in, an_oval_t **out);
+
+typedef struct an_oop {
+  const char *name;
+  int min_inputs, max_inputs, min_outputs, max_outputs;
+  an_op_fn run;
+} an_oop_t;
+
+struct an_onode {
+  const Onnx__NodeProto *proto; /* attributes live here */
+  const an_oop_t *op;
+  int n_in, n_out;
+  int *in, *out; /* value indices; -1 for an omitted optional input */
+  void *cache;   /* the op's per-shape state (oneDNN primitives) */
+  void (*cache_free)(void *);
+};
+
+struct an_onnx {
+  an_onnx_limits_t lim;
+  uint8_t *bytes;          /* copy of the file; the protobuf points into an arena */
+  void *arena;             /* an_arena_t holding the unpacked ModelProto */
+  Onnx__ModelProto *proto;
+  int64_t opset;
+  size_t n_values;
+  char **value_names;      /* borrowed from the proto */
+  an_oval_t *consts;       /* initializers and Constant outputs (data owned here) */
+  int *is_const;
+  int *consumers;          /* how many nodes read each value */
+  an_onode_t *nodes;       /* in topological order */
+  size_t n_nodes;
+  size_t n_inputs, n_outputs;
+  int *inputs, *outputs;   /* value indices */
+  an_oval_t *in_info, *out_info; /* inferred shapes, -1 = batch-dependent */
+};
+
+/* The context of one pass (probe or run). */
+struct an_oexec {
+  an_onnx_t *m;
+  an_oval_t *vals;
+  int probe;
+  uint64_t live_bytes;
+  char *err;
+  size_t errlen;
+};
+
+/* Probe-only outcome: a shape depends on an input's values, so static
+ * inference stops there (not an error in the model). */
+#define AN_EUNKNOWN_SHAPE 1
+
+/* Helpers for operators. */
+int an_oexec_alloc(an_oexec_t *x, an_oval_t *v, int dtype, int ndim, const int64_t *dims);
+int an_oexec_fail(an_oexec_t *x, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Attributes of a node, with defaults. */
+const Onnx__AttributeProto *an_oattr(const an_onode_t *n, const char *name);
+int64_t an_oattr_int(const an_onode_t *n, const char *name, int64_t def);
+float an_oattr_float(const an_onode_t *n, const char *name, float def);
+/* Copies up to `max` ints; returns how many (or `def_count` defaults). */
+int an_oattr_ints(const an_onode_t *n, const char *name, int64_t *out, int max);
+
+const an_oop_t *an_onnx_find_op(const char *name);
+
+/* Decodes a TensorProto (checked against max_elems); v owns the data. */
+int an_oval_from_proto(const Onnx__TensorProto *t, size_t max_elems, an_oval_t *v, char *err,
+                       size_t errlen);
+
+/* Shape inference at a given batch size (load time). */
+int an_onnx_probe(an_onnx_t *m, int64_t batch, an_oval_t *outs, char *err, size_t errlen);
+
+#endif
