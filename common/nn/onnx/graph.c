@@ -77,6 +77,9 @@ int an_oval_from_proto(const Onnx__TensorProto *t, size_t max_elems, an_oval_t *
       return an_fail(err, errlen, AN_EMODEL, "tensor '%s' has dimension %lld",
                      t->name ? t->name : "", (long long)t->dims[i]);
     v->dims[i] = t->dims[i];
+    if (t->dims[i] && n > max_elems / (size_t)t->dims[i])
+      return an_fail(err, errlen, AN_EMODEL, "tensor '%s' is over the %zu-element limit",
+                     t->name ? t->name : "", max_elems);
     n *= (size_t)t->dims[i];
     if (n > max_elems)
       return an_fail(err, errlen, AN_EMODEL, "tensor '%s' is over the %zu-element limit",
@@ -201,6 +204,8 @@ static int an_constant_value(an_onnx_t *m, const Onnx__NodeProto *np, an_oval_t 
                    np->name ? np->name : "");
   const Onnx__AttributeProto *a = np->attribute[0];
   memset(v, 0, sizeof *v);
+  if (!a->name)
+    return an_fail(err, errlen, AN_EMODEL, "Constant attribute without a name");
   if (strcmp(a->name, "value") == 0 && a->t)
     return an_oval_from_proto(a->t, m->lim.max_tensor_elems, v, err, errlen);
   int is_float = strcmp(a->name, "value_float") == 0 || strcmp(a->name, "value_floats") == 0;
@@ -219,9 +224,9 @@ static int an_constant_value(an_onnx_t *m, const Onnx__NodeProto *np, an_oval_t 
   v->data = malloc(n * 8 + 1);
   if (!v->data)
     return UV_ENOMEM;
-  if (is_float)
+  if (n && is_float)
     memcpy(v->data, scalar ? &a->f : a->floats, n * sizeof(float));
-  else
+  else if (n)
     memcpy(v->data, scalar ? &a->i : a->ints, n * sizeof(int64_t));
   return 0;
 }
@@ -376,6 +381,8 @@ int an_onnx_load(const void *bytes, size_t len, const an_onnx_limits_t *lim, an_
       goto fail;
     m->n_inputs++;
   }
+  /* From here on an_onnx_free must see every node's arrays. */
+  m->n_nodes = g->n_node;
   for (size_t i = 0; i < g->n_node; i++) {
     const Onnx__NodeProto *np = g->node[i];
     an_onode_t *n = &m->nodes[i];
@@ -440,6 +447,12 @@ int an_onnx_load(const void *bytes, size_t len, const an_onnx_limits_t *lim, an_
           goto fail;
         }
         m->nodes[i].in[k] = idx;
+        if (idx < 0 && k < m->nodes[i].op->min_inputs) {
+          free(ready), free(sorted), free(placed);
+          rc = an_fail(err, errlen, AN_EMODEL, "node %zu (%s): required input %d is empty", i,
+                       m->nodes[i].op->name, k);
+          goto fail;
+        }
         if (idx >= 0)
           m->consumers[idx]++;
       }
@@ -478,14 +491,20 @@ int an_onnx_load(const void *bytes, size_t len, const an_onnx_limits_t *lim, an_
                    g->output[i]->name ? g->output[i]->name : "");
       goto fail;
     }
+    for (size_t j = 0; j < m->n_outputs; j++)
+      if (m->outputs[j] == idx) {
+        rc = an_fail(err, errlen, AN_EMODEL, "graph output '%s' is listed twice",
+                     g->output[i]->name);
+        goto fail;
+      }
     m->outputs[m->n_outputs++] = idx;
   }
 
   /* Constant nodes are evaluated once, here. */
   for (size_t i = 0; i < m->n_nodes; i++) {
     an_onode_t *n = &m->nodes[i];
-    if (strcmp(n->op->name, "Constant") != 0)
-      continue;
+    if (strcmp(n->op->name, "Constant") != 0 || n->out[0] < 0)
+      continue; /* a Constant nobody can read needs no value */
     if ((rc = an_constant_value(m, n->proto, &m->consts[n->out[0]], err, errlen)) != 0)
       goto fail;
     m->is_const[n->out[0]] = 1;

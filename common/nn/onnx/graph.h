@@ -69,7 +69,8 @@ struct an_oexec {
   an_onnx_t *m;
   an_oval_t *vals;
   int probe;
-  uint64_t live_bytes;
+  uint64_t live_bytes;  /* tensors and operator scratch, against max_memory_bytes */
+  double deadline;      /* monotonic seconds; 0 = none */
   char *err;
   size_t errlen;
 };
@@ -82,6 +83,12 @@ struct an_oexec {
 int an_oexec_alloc(an_oexec_t *x, an_oval_t *v, int dtype, int ndim, const int64_t *dims);
 int an_oexec_fail(an_oexec_t *x, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* Scratch memory for an operator, counted against the memory limit. */
+void *an_oexec_scratch(an_oexec_t *x, size_t bytes);
+void an_oexec_scratch_free(an_oexec_t *x, void *p, size_t bytes);
+/* Operators with long inner loops call this now and then: UV_ETIMEDOUT once
+ * the run is past its deadline, else 0. */
+int an_oexec_check_time(an_oexec_t *x);
 
 /* Attributes of a node, with defaults. */
 const Onnx__AttributeProto *an_oattr(const an_onode_t *n, const char *name);

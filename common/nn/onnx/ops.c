@@ -729,6 +729,8 @@ static int op_matmul(an_oexec_t *x, const an_onode_t *n, an_oval_t **in, an_oval
   if ((rc = an_oexec_alloc(x, out[0], AN_ONNX_FLOAT, o, dims)) != 0 || !out[0]->data)
     return rc;
   for (size_t i = 0; i < batches; i++) {
+    if ((rc = an_oexec_check_time(x)) != 0)
+      return rc;
     size_t oa = ba.ndim ? an_bcast_offset(&ba, r, dims, i) : 0;
     size_t ob = bb.ndim ? an_bcast_offset(&bb, r, dims, i) : 0;
     if ((rc = an_sgemm(x, 'N', 'N', M, N, K, 1.0f, (const float *)a.data + oa * (size_t)(M * K),
@@ -854,13 +856,16 @@ static int op_conv(an_oexec_t *x, const an_onode_t *n, an_oval_t **in, an_oval_t
   if ((rc = an_oexec_alloc(x, out[0], AN_ONNX_FLOAT, 4, dims)) != 0 || !out[0]->data)
     return rc;
   int64_t rows = CG * kk[0] * kk[1], cols = w.out[0] * w.out[1], MG = M / group;
-  float *col = malloc((size_t)(rows * cols) * sizeof *col + 1);
+  size_t col_bytes = (size_t)rows * (size_t)cols * sizeof(float);
+  if (rows && (size_t)cols > SIZE_MAX / sizeof(float) / (size_t)rows)
+    return an_oexec_fail(x, AN_ETOOBIG, "the convolution's scratch does not fit in memory");
+  float *col = an_oexec_scratch(x, col_bytes);
   if (!col)
-    return an_oexec_fail(x, UV_ENOMEM, "out of memory for the convolution");
+    return AN_ETOOBIG;
   const float *img = in[0]->data, *wt = in[1]->data;
   float *y = out[0]->data;
   for (int64_t i = 0; i < N && !rc; i++)
-    for (int64_t g = 0; g < group && !rc; g++) {
+    for (int64_t g = 0; g < group && !rc && !(rc = an_oexec_check_time(x)); g++) {
       float *dst = y + (i * M + g * MG) * cols;
       an_im2col(img + i * C * H * W, g * CG, CG, H, W, &w, col);
       for (int64_t m = 0; m < MG; m++)
@@ -869,7 +874,7 @@ static int op_conv(an_oexec_t *x, const an_onode_t *n, an_oval_t **in, an_oval_t
       rc = an_sgemm(x, 'N', 'N', MG, cols, rows, 1.0f, wt + g * MG * rows, rows, col, cols, 1.0f,
                     dst, cols);
     }
-  free(col);
+  an_oexec_scratch_free(x, col, col_bytes);
   return rc;
 }
 
@@ -912,16 +917,19 @@ static int op_convtranspose(an_oexec_t *x, const an_onode_t *n, an_oval_t **in, 
   if ((rc = an_oexec_alloc(x, out[0], AN_ONNX_FLOAT, 4, dims)) != 0 || !out[0]->data)
     return rc;
   int64_t CG = C / group, rows = MG * kk[0] * kk[1], cols = H * W, OH = w.out[0], OW = w.out[1];
-  float *col = malloc((size_t)(rows * cols) * sizeof *col + 1);
+  if (rows && (size_t)cols > SIZE_MAX / sizeof(float) / (size_t)rows)
+    return an_oexec_fail(x, AN_ETOOBIG, "the transposed convolution's scratch does not fit");
+  size_t col_bytes = (size_t)rows * (size_t)cols * sizeof(float);
+  float *col = an_oexec_scratch(x, col_bytes);
   if (!col)
-    return an_oexec_fail(x, UV_ENOMEM, "out of memory for the transposed convolution");
+    return AN_ETOOBIG;
   const float *img = in[0]->data, *wt = in[1]->data;
   float *y = out[0]->data;
   for (int64_t i = 0; i < N && !rc; i++) {
     for (int64_t m = 0; m < M; m++)
       for (int64_t p = 0; p < OH * OW; p++)
         y[(i * M + m) * OH * OW + p] = b ? ((const float *)b->data)[m] : 0.0f;
-    for (int64_t g = 0; g < group && !rc; g++) {
+    for (int64_t g = 0; g < group && !rc && !(rc = an_oexec_check_time(x)); g++) {
       /* col = W_g^T x_g: rows (m, ky, kx), one column per input pixel. */
       rc = an_sgemm(x, 'T', 'N', rows, cols, CG, 1.0f, wt + g * CG * rows, rows,
                     img + (i * C + g * CG) * cols, cols, 0.0f, col, cols);
@@ -943,7 +951,7 @@ static int op_convtranspose(an_oexec_t *x, const an_onode_t *n, an_oval_t **in, 
           }
     }
   }
-  free(col);
+  an_oexec_scratch_free(x, col, col_bytes);
   return rc;
 }
 
@@ -971,7 +979,9 @@ static int an_pool(an_oexec_t *x, const an_onode_t *n, an_oval_t **in, an_oval_t
   const float *a = in[0]->data;
   float *y = out[0]->data;
   for (int64_t p = 0; p < N * C; p++)
-    for (int64_t oy = 0; oy < w.out[0]; oy++)
+    for (int64_t oy = 0; oy < w.out[0]; oy++) {
+      if ((rc = an_oexec_check_time(x)) != 0)
+        return rc;
       for (int64_t ox = 0; ox < w.out[1]; ox++) {
         double acc = max ? -INFINITY : 0;
         int64_t count = 0;
@@ -992,6 +1002,7 @@ static int an_pool(an_oexec_t *x, const an_onode_t *n, an_oval_t **in, an_oval_t
           }
         y[(p * w.out[0] + oy) * w.out[1] + ox] = max ? (float)acc : (float)(acc / count);
       }
+    }
   return 0;
 }
 

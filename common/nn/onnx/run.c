@@ -32,8 +32,7 @@ int an_oexec_alloc(an_oexec_t *x, an_oval_t *v, int dtype, int ndim, const int64
                            x->m->lim.max_tensor_elems);
     n *= (size_t)dims[i];
   }
-  free(v->borrowed ? NULL : v->data);
-  memset(v, 0, sizeof *v);
+  memset(v, 0, sizeof *v); /* each value is written once per pass */
   v->dtype = dtype;
   v->ndim = ndim;
   memcpy(v->dims, dims, (size_t)ndim * sizeof *dims);
@@ -43,7 +42,8 @@ int an_oexec_alloc(an_oexec_t *x, an_oval_t *v, int dtype, int ndim, const int64
   if (x->probe && dtype != AN_ONNX_INT64)
     return 0;
   bytes = n * an_onnx_dtype_size(dtype);
-  if (x->live_bytes + bytes > x->m->lim.max_memory_bytes)
+  if (bytes > x->m->lim.max_memory_bytes - x->live_bytes ||
+      x->live_bytes > x->m->lim.max_memory_bytes)
     return an_oexec_fail(x, AN_ETOOBIG, "the run would need more than %llu bytes",
                          (unsigned long long)x->m->lim.max_memory_bytes);
   v->data = malloc(bytes ? bytes : 1);
@@ -51,6 +51,29 @@ int an_oexec_alloc(an_oexec_t *x, an_oval_t *v, int dtype, int ndim, const int64
     return an_oexec_fail(x, UV_ENOMEM, "out of memory");
   x->live_bytes += bytes;
   return 0;
+}
+
+void *an_oexec_scratch(an_oexec_t *x, size_t bytes) {
+  void *p;
+  if (bytes > x->m->lim.max_memory_bytes - x->live_bytes ||
+      x->live_bytes > x->m->lim.max_memory_bytes) {
+    an_oexec_fail(x, AN_ETOOBIG, "an operator would need more than the %llu-byte limit",
+                  (unsigned long long)x->m->lim.max_memory_bytes);
+    return NULL;
+  }
+  if (!(p = malloc(bytes ? bytes : 1))) {
+    an_oexec_fail(x, UV_ENOMEM, "out of memory");
+    return NULL;
+  }
+  x->live_bytes += bytes;
+  return p;
+}
+
+void an_oexec_scratch_free(an_oexec_t *x, void *p, size_t bytes) {
+  if (!p)
+    return;
+  x->live_bytes -= bytes;
+  free(p);
 }
 
 static void an_oval_release(an_oexec_t *x, an_oval_t *v) {
@@ -67,12 +90,19 @@ static double an_now(void) {
   return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+int an_oexec_check_time(an_oexec_t *x) {
+  if (x->deadline && an_now() > x->deadline)
+    return an_oexec_fail(x, UV_ETIMEDOUT, "the run took longer than %.0f s",
+                         x->m->lim.max_seconds);
+  return 0;
+}
+
 /* The shared pass. Inputs must already be in x->vals. */
 static int an_onnx_pass(an_oexec_t *x) {
   an_onnx_t *m = x->m;
   int *left = malloc((m->n_values + 1) * sizeof *left);
-  double deadline = m->lim.max_seconds > 0 ? an_now() + m->lim.max_seconds : 0;
   int rc = 0;
+  x->deadline = m->lim.max_seconds > 0 ? an_now() + m->lim.max_seconds : 0;
   if (!left)
     return an_oexec_fail(x, UV_ENOMEM, "out of memory");
   memcpy(left, m->consumers, m->n_values * sizeof *left);
@@ -90,14 +120,18 @@ static int an_onnx_pass(an_oexec_t *x) {
     }
     if (strcmp(n->op->name, "Constant") == 0)
       continue; /* evaluated at load */
-    if (deadline && an_now() > deadline) {
-      rc = an_oexec_fail(x, UV_ETIMEDOUT, "the run took longer than %.0f s", m->lim.max_seconds);
+    if ((rc = an_oexec_check_time(x)) != 0)
       break;
-    }
     for (int k = 0; k < n->n_in; k++) {
       in[k] = n->in[k] >= 0 ? &x->vals[n->in[k]] : NULL;
       if (in[k] && !in[k]->present) {
         rc = an_oexec_fail(x, AN_EMODEL, "node %zu reads a value that was not computed", i);
+        break;
+      }
+      /* Probing: an int64 value with unknown contents (it comes from an int64
+       * graph input) means shapes past this point are known only at run time. */
+      if (in[k] && x->probe && in[k]->dtype == AN_ONNX_INT64 && !in[k]->data) {
+        rc = an_oexec_fail(x, AN_EUNKNOWN_SHAPE, "shape depends on input values");
         break;
       }
     }
