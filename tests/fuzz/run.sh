@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Builds the ONNX libFuzzer target with clang and runs it for a bounded time
+# from the conformance PyTorch exports. Exit status non-zero on any finding.
+#
+#   tests/fuzz/run.sh BUILD_DIR [SECONDS]   (BUILD_DIR holds proto/onnx.pb-c.c)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+build=${1:?usage: tests/fuzz/run.sh BUILD_DIR [SECONDS]}
+seconds=${2:-60}
+seeds=../shared/conformance/torch-exports
+out=$(mktemp -d /tmp/archnet-fuzz-XXXXXX)
+trap 'rm -rf "$out"' EXIT
+
+clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+  -fno-omit-frame-pointer -D_GNU_SOURCE -I"$PWD" -I"$build" \
+  tests/fuzz/fuzz_onnx.c \
+  common/nn/onnx/graph.c common/nn/onnx/run.c common/nn/onnx/ops.c \
+  common/arena.c common/error.c "$build/proto/onnx.pb-c.c" \
+  -lprotobuf-c -ldnnl -luv -lm -o "$out/fuzz_onnx"
+mkdir -p "$out/corpus" "$out/artifacts"
+echo "fuzzing the ONNX loader and runtime for ${seconds}s" >&2
+if ! OMP_NUM_THREADS=1 "$out/fuzz_onnx" -max_total_time="$seconds" -max_len=1048576 \
+    -timeout=10 -rss_limit_mb=2048 -artifact_prefix="$out/artifacts/" \
+    "$out/corpus" "$seeds" >"$out/log" 2>&1; then
+  tail -60 "$out/log" >&2
+  mkdir -p fuzz-findings && cp "$out"/artifacts/* fuzz-findings/ 2>/dev/null || true
+  echo "fuzz: FAILED (inputs kept in fuzz-findings/)" >&2
+  exit 1
+fi
+grep -E "^#[0-9]+.*(DONE|pulse)" "$out/log" | tail -1 >&2 || true
+echo "fuzz: no crash, leak or hang in ${seconds}s" >&2
