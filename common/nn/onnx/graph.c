@@ -256,6 +256,10 @@ void an_onnx_free(an_onnx_t *m) {
     an_arena_destroy(m->arena);
     free(m->arena);
   }
+  if (m->stream)
+    dnnl_stream_destroy(m->stream);
+  if (m->eng)
+    dnnl_engine_destroy(m->eng);
   free(m);
 }
 

@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <oneapi/dnnl/dnnl.h>
+
 #include "common/nn/onnx/onnx.h"
 #include "proto/onnx.pb-c.h"
 
@@ -62,6 +64,9 @@ struct an_onnx {
   size_t n_inputs, n_outputs;
   int *inputs, *outputs;   /* value indices */
   an_oval_t *in_info, *out_info; /* inferred shapes, -1 = batch-dependent */
+  dnnl_engine_t eng;       /* created on first use by a kernel that needs it */
+  uint64_t cache_bytes;    /* kernels' cached buffers, counted in every run's limit */
+  dnnl_stream_t stream;
 };
 
 /* The context of one pass (probe or run). */

@@ -10,6 +10,7 @@
 #include <uv.h>
 
 #include "common/error.h"
+#include "common/nn/onnx/conv_dnnl.h"
 #include "common/nn/onnx/graph.h"
 
 #define AN_MAX_KERNEL 1024
@@ -855,6 +856,18 @@ static int op_conv(an_oexec_t *x, const an_onode_t *n, an_oval_t **in, an_oval_t
   int64_t dims[4] = {N, M, w.out[0], w.out[1]};
   if ((rc = an_oexec_alloc(x, out[0], AN_ONNX_FLOAT, 4, dims)) != 0 || !out[0]->data)
     return rc;
+  /* oneDNN's direct kernels first; im2col + sgemm where they have none. */
+  an_conv_args_t ca = {
+      .n = N, .c = C, .h = H, .w = W, .m = M, .oh = w.out[0], .ow = w.out[1], .kh = kk[0],
+      .kw = kk[1], .group = group, .sh = w.s[0], .sw = w.s[1], .dh = w.d[0], .dw = w.d[1],
+      .ph0 = w.pb[0], .pw0 = w.pb[1],
+      .ph1 = (w.out[0] - 1) * w.s[0] + (kk[0] - 1) * w.d[0] + 1 - H - w.pb[0],
+      .pw1 = (w.out[1] - 1) * w.s[1] + (kk[1] - 1) * w.d[1] + 1 - W - w.pb[1],
+      .input = in[0]->data, .weights = in[1]->data, .bias = b ? b->data : NULL,
+      .weights_const = n->in[1] >= 0 && x->m->is_const[n->in[1]], .output = out[0]->data};
+  if ((rc = an_conv_dnnl(x, (an_onode_t *)n, &ca)) != AN_EUNSUPPORTED)
+    return rc;
+  rc = 0;
   int64_t rows = CG * kk[0] * kk[1], cols = w.out[0] * w.out[1], MG = M / group;
   size_t col_bytes = (size_t)rows * (size_t)cols * sizeof(float);
   if (rows && (size_t)cols > SIZE_MAX / sizeof(float) / (size_t)rows)

@@ -42,8 +42,8 @@ int an_oexec_alloc(an_oexec_t *x, an_oval_t *v, int dtype, int ndim, const int64
   if (x->probe && dtype != AN_ONNX_INT64)
     return 0;
   bytes = n * an_onnx_dtype_size(dtype);
-  if (bytes > x->m->lim.max_memory_bytes - x->live_bytes ||
-      x->live_bytes > x->m->lim.max_memory_bytes)
+  uint64_t used = x->live_bytes + x->m->cache_bytes;
+  if (used > x->m->lim.max_memory_bytes || bytes > x->m->lim.max_memory_bytes - used)
     return an_oexec_fail(x, AN_ETOOBIG, "the run would need more than %llu bytes",
                          (unsigned long long)x->m->lim.max_memory_bytes);
   v->data = malloc(bytes ? bytes : 1);
@@ -55,8 +55,8 @@ int an_oexec_alloc(an_oexec_t *x, an_oval_t *v, int dtype, int ndim, const int64
 
 void *an_oexec_scratch(an_oexec_t *x, size_t bytes) {
   void *p;
-  if (bytes > x->m->lim.max_memory_bytes - x->live_bytes ||
-      x->live_bytes > x->m->lim.max_memory_bytes) {
+  uint64_t used = x->live_bytes + x->m->cache_bytes;
+  if (used > x->m->lim.max_memory_bytes || bytes > x->m->lim.max_memory_bytes - used) {
     an_oexec_fail(x, AN_ETOOBIG, "an operator would need more than the %llu-byte limit",
                   (unsigned long long)x->m->lim.max_memory_bytes);
     return NULL;
