@@ -21,7 +21,7 @@ mkdir -p "$out/corpus" "$out/artifacts"
 echo "fuzzing the ONNX loader and runtime for ${seconds}s" >&2
 if ! OMP_NUM_THREADS=1 "$out/fuzz_onnx" -max_total_time="$seconds" -max_len=1048576 \
     -timeout=10 -rss_limit_mb=2048 -artifact_prefix="$out/artifacts/" \
-    "$out/corpus" "$seeds" >"$out/log" 2>&1; then
+    "$out/corpus" "$seeds" tests/fuzz/regressions >"$out/log" 2>&1; then
   tail -60 "$out/log" >&2
   mkdir -p fuzz-findings && cp "$out"/artifacts/* fuzz-findings/ 2>/dev/null || true
   echo "fuzz: FAILED (inputs kept in fuzz-findings/)" >&2

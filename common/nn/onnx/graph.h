@@ -94,6 +94,8 @@ void an_oexec_scratch_free(an_oexec_t *x, void *p, size_t bytes);
 /* Operators with long inner loops call this now and then: UV_ETIMEDOUT once
  * the run is past its deadline, else 0. */
 int an_oexec_check_time(an_oexec_t *x);
+/* The same test without setting an error: safe from worker threads. */
+int an_oexec_deadline_passed(const an_oexec_t *x);
 
 /* Attributes of a node, with defaults. */
 const Onnx__AttributeProto *an_oattr(const an_onode_t *n, const char *name);

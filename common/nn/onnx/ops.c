@@ -40,13 +40,9 @@ int an_oattr_ints(const an_onode_t *n, const char *name, int64_t *out, int max) 
     return 0;
   if (a->n_ints > (size_t)max)
     return -1;
-  memcpy(out, a->ints, a->n_ints * sizeof *out);
+  if (a->n_ints) /* an empty list may come with a NULL array */
+    memcpy(out, a->ints, a->n_ints * sizeof *out);
   return (int)a->n_ints;
-}
-
-static const char *an_oattr_str(const an_onode_t *n, const char *name, const char *def) {
-  const Onnx__AttributeProto *a = an_oattr(n, name);
-  return a && a->has_s ? (const char *)a->s.data : def;
 }
 
 static int an_oattr_str_is(const an_onode_t *n, const char *name, const char *value) {
@@ -152,6 +148,7 @@ static int an_unary(an_oexec_t *x, const an_onode_t *n, an_oval_t **in, an_oval_
   const float *a = in[0]->data;
   float *y = out[0]->data;
   size_t count = an_oval_numel(in[0]);
+#pragma omp parallel for schedule(static) if (count > 65536)
   for (size_t i = 0; i < count; i++) {
     float v = a[i];
     switch (kind) {
@@ -780,11 +777,10 @@ static int an_window_init(an_oexec_t *x, const an_onode_t *n, const int64_t in_h
         w->d[i] < 1 || w->d[i] > AN_MAX_KERNEL || w->pb[i] < 0 || w->pe[i] < 0 ||
         w->pb[i] > AN_MAX_KERNEL || w->pe[i] > AN_MAX_KERNEL)
       return an_oexec_fail(x, AN_EMODEL, "absurd kernel, stride, dilation or padding");
-  const char *pad_mode = an_oattr_str(n, "auto_pad", "NOTSET");
   int same = an_oattr_str_is(n, "auto_pad", "SAME_UPPER") || an_oattr_str_is(n, "auto_pad", "SAME_LOWER");
   if (!same && !an_oattr_str_is(n, "auto_pad", "VALID") && an_oattr(n, "auto_pad") &&
       !an_oattr_str_is(n, "auto_pad", "NOTSET"))
-    return an_oexec_fail(x, AN_EMODEL, "unknown auto_pad '%.16s'", pad_mode);
+    return an_oexec_fail(x, AN_EMODEL, "unknown auto_pad value");
   for (int i = 0; i < 2; i++) {
     int64_t ek = (w->k[i] - 1) * w->d[i] + 1;
     if (transposed) {
@@ -991,10 +987,18 @@ static int an_pool(an_oexec_t *x, const an_onode_t *n, an_oval_t **in, an_oval_t
     return rc;
   const float *a = in[0]->data;
   float *y = out[0]->data;
+  int timed_out = 0;
+  /* Planes are independent: split them over the cores. The deadline is
+   * checked per output row; a thread that sees it passed stops its work. */
+#pragma omp parallel for schedule(static) if (N * C > 1)
   for (int64_t p = 0; p < N * C; p++)
     for (int64_t oy = 0; oy < w.out[0]; oy++) {
-      if ((rc = an_oexec_check_time(x)) != 0)
-        return rc;
+      if (timed_out)
+        break;
+      if (x->deadline && oy % 16 == 0 && an_oexec_deadline_passed(x)) {
+        timed_out = 1;
+        break;
+      }
       for (int64_t ox = 0; ox < w.out[1]; ox++) {
         double acc = max ? -INFINITY : 0;
         int64_t count = 0;
@@ -1016,7 +1020,7 @@ static int an_pool(an_oexec_t *x, const an_onode_t *n, an_oval_t **in, an_oval_t
         y[(p * w.out[0] + oy) * w.out[1] + ox] = max ? (float)acc : (float)(acc / count);
       }
     }
-  return 0;
+  return timed_out ? an_oexec_check_time(x) : 0;
 }
 
 static int op_maxpool(an_oexec_t *x, const an_onode_t *n, an_oval_t **in, an_oval_t **out) {
@@ -1059,8 +1063,6 @@ static int op_pad(an_oexec_t *x, const an_onode_t *n, an_oval_t **in, an_oval_t 
   int r = in[0]->ndim, k = 0, rc;
   float value = 0;
   int mode = 0; /* 0 constant, 1 reflect, 2 edge */
-  const char *m_str = an_oattr_str(n, "mode", "constant");
-  (void)m_str;
   if (an_oattr_str_is(n, "mode", "reflect"))
     mode = 1;
   else if (an_oattr_str_is(n, "mode", "edge"))

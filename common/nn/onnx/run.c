@@ -90,6 +90,10 @@ static double an_now(void) {
   return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+int an_oexec_deadline_passed(const an_oexec_t *x) {
+  return x->deadline && an_now() > x->deadline;
+}
+
 int an_oexec_check_time(an_oexec_t *x) {
   if (x->deadline && an_now() > x->deadline)
     return an_oexec_fail(x, UV_ETIMEDOUT, "the run took longer than %.0f s",
