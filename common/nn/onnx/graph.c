@@ -256,6 +256,7 @@ void an_onnx_free(an_onnx_t *m) {
     an_arena_destroy(m->arena);
     free(m->arena);
   }
+  an_pool_flush(m);
   if (m->stream)
     dnnl_stream_destroy(m->stream);
   if (m->eng)

@@ -66,6 +66,13 @@ struct an_onnx {
   an_oval_t *in_info, *out_info; /* inferred shapes, -1 = batch-dependent */
   dnnl_engine_t eng;       /* created on first use by a kernel that needs it */
   uint64_t cache_bytes;    /* kernels' cached buffers, counted in every run's limit */
+  /* Tensor buffers freed by earlier runs, reused by size: the same model at
+   * the same batch size allocates the same sizes every run, and fresh large
+   * allocations cost page faults each time. */
+  void *pool[64];
+  size_t pool_size[64];
+  int n_pool;
+  uint64_t pool_bytes;
   dnnl_stream_t stream;
 };
 
@@ -109,6 +116,9 @@ const an_oop_t *an_onnx_find_op(const char *name);
 /* Decodes a TensorProto (checked against max_elems); v owns the data. */
 int an_oval_from_proto(const Onnx__TensorProto *t, size_t max_elems, an_oval_t *v, char *err,
                        size_t errlen);
+
+/* Frees the pooled tensor buffers. */
+void an_pool_flush(an_onnx_t *m);
 
 /* Shape inference at a given batch size (load time). */
 int an_onnx_probe(an_onnx_t *m, int64_t batch, an_oval_t *outs, char *err, size_t errlen);

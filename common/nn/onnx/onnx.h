@@ -67,7 +67,8 @@ const char *an_onnx_output_name(const an_onnx_t *m, size_t i);
 int an_onnx_input_shape(const an_onnx_t *m, size_t i, int *dtype, int *ndim, int64_t *dims);
 int an_onnx_output_shape(const an_onnx_t *m, size_t i, int *dtype, int *ndim, int64_t *dims);
 
-/* Runs the model. inputs[i] matches input i (shape checked against the
+/* Runs the model (one run at a time per model: kernels and buffers are
+ * cached on it). inputs[i] matches input i (shape checked against the
  * declared one); outputs receives n_out tensors. On failure the outputs are
  * left empty and `err` says why. */
 int an_onnx_run(an_onnx_t *m, const an_onnx_tensor_t *inputs, size_t n_in,

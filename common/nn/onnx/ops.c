@@ -145,19 +145,36 @@ static int an_unary(an_oexec_t *x, const an_onode_t *n, an_oval_t **in, an_oval_
   }
   if ((rc = an_oexec_alloc(x, out[0], AN_ONNX_FLOAT, in[0]->ndim, in[0]->dims)) || !out[0]->data)
     return rc;
-  const float *a = in[0]->data;
-  float *y = out[0]->data;
+  const float *restrict a = in[0]->data;
+  float *restrict y = out[0]->data;
   size_t count = an_oval_numel(in[0]);
+  /* One loop per kind, so each vectorises. */
+  switch (kind) {
+  case UN_RELU:
+#pragma omp parallel for simd schedule(static) if (parallel : count > 65536)
+    for (size_t i = 0; i < count; i++)
+      y[i] = a[i] > 0 ? a[i] : 0;
+    break;
+  case UN_LEAKY:
+#pragma omp parallel for simd schedule(static) if (parallel : count > 65536)
+    for (size_t i = 0; i < count; i++)
+      y[i] = a[i] >= 0 ? a[i] : alpha * a[i];
+    break;
+  case UN_SIGMOID:
 #pragma omp parallel for schedule(static) if (count > 65536)
-  for (size_t i = 0; i < count; i++) {
-    float v = a[i];
-    switch (kind) {
-    case UN_RELU: y[i] = v > 0 ? v : 0; break;
-    case UN_LEAKY: y[i] = v >= 0 ? v : alpha * v; break;
-    case UN_SIGMOID: y[i] = 1.0f / (1.0f + expf(-v)); break;
-    case UN_TANH: y[i] = tanhf(v); break;
-    case UN_CLIP: y[i] = v < lo ? lo : v > hi ? hi : v; break;
-    }
+    for (size_t i = 0; i < count; i++)
+      y[i] = 1.0f / (1.0f + expf(-a[i]));
+    break;
+  case UN_TANH:
+#pragma omp parallel for schedule(static) if (count > 65536)
+    for (size_t i = 0; i < count; i++)
+      y[i] = tanhf(a[i]);
+    break;
+  case UN_CLIP:
+#pragma omp parallel for simd schedule(static) if (parallel : count > 65536)
+    for (size_t i = 0; i < count; i++)
+      y[i] = a[i] < lo ? lo : a[i] > hi ? hi : a[i];
+    break;
   }
   return 0;
 }
@@ -227,6 +244,7 @@ static int an_binary(an_oexec_t *x, an_oval_t **in, an_oval_t **out, an_binary_t
   if (in[0]->dtype == AN_ONNX_FLOAT) {
     const float *a = in[0]->data, *b = in[1]->data;
     float *y = out[0]->data;
+#pragma omp parallel for schedule(static) if (count > 65536)
     for (size_t i = 0; i < count; i++) {
       float u = a[same ? i : an_bcast_offset(in[0], r, dims, i)];
       float v = b[same ? i : an_bcast_offset(in[1], r, dims, i)];
@@ -615,6 +633,7 @@ static int op_batchnorm(an_oexec_t *x, const an_onode_t *n, an_oval_t **in, an_o
   const float *a = in[0]->data, *scale = in[1]->data, *bias = in[2]->data;
   const float *rmean = in[3]->data, *rvar = in[4]->data;
   float *y = out[0]->data;
+#pragma omp parallel for schedule(static) if (c > 1 && (size_t)c * nb * hw > 65536)
   for (int64_t ch = 0; ch < c; ch++) {
     double mean = rmean[ch], var = rvar[ch];
     if (train) { /* batch statistics, biased variance */

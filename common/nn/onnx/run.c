@@ -12,6 +12,36 @@
 #include "common/error.h"
 #include "common/nn/onnx/graph.h"
 
+static void *an_pool_take(an_onnx_t *m, size_t bytes) {
+  for (int i = 0; i < m->n_pool; i++)
+    if (m->pool_size[i] == bytes) {
+      void *p = m->pool[i];
+      m->pool[i] = m->pool[m->n_pool - 1];
+      m->pool_size[i] = m->pool_size[m->n_pool - 1];
+      m->n_pool--;
+      m->pool_bytes -= bytes;
+      return p;
+    }
+  return NULL;
+}
+
+static void an_pool_put(an_onnx_t *m, void *p, size_t bytes) {
+  if (m->n_pool == (int)(sizeof m->pool / sizeof m->pool[0])) {
+    free(p);
+    return;
+  }
+  m->pool[m->n_pool] = p;
+  m->pool_size[m->n_pool++] = bytes;
+  m->pool_bytes += bytes;
+}
+
+void an_pool_flush(an_onnx_t *m) {
+  for (int i = 0; i < m->n_pool; i++)
+    free(m->pool[i]);
+  m->n_pool = 0;
+  m->pool_bytes = 0;
+}
+
 int an_oexec_fail(an_oexec_t *x, int code, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
@@ -46,7 +76,13 @@ int an_oexec_alloc(an_oexec_t *x, an_oval_t *v, int dtype, int ndim, const int64
   if (used > x->m->lim.max_memory_bytes || bytes > x->m->lim.max_memory_bytes - used)
     return an_oexec_fail(x, AN_ETOOBIG, "the run would need more than %llu bytes",
                          (unsigned long long)x->m->lim.max_memory_bytes);
-  v->data = malloc(bytes ? bytes : 1);
+  v->data = an_pool_take(x->m, bytes);
+  if (!v->data) {
+    /* Idle pooled buffers give way before the process grows past the limit. */
+    if (x->m->pool_bytes > x->m->lim.max_memory_bytes - used - bytes)
+      an_pool_flush(x->m);
+    v->data = malloc(bytes ? bytes : 1);
+  }
   if (!v->data)
     return an_oexec_fail(x, UV_ENOMEM, "out of memory");
   x->live_bytes += bytes;
@@ -61,7 +97,7 @@ void *an_oexec_scratch(an_oexec_t *x, size_t bytes) {
                   (unsigned long long)x->m->lim.max_memory_bytes);
     return NULL;
   }
-  if (!(p = malloc(bytes ? bytes : 1))) {
+  if (!(p = an_pool_take(x->m, bytes)) && !(p = malloc(bytes ? bytes : 1))) {
     an_oexec_fail(x, UV_ENOMEM, "out of memory");
     return NULL;
   }
@@ -73,13 +109,14 @@ void an_oexec_scratch_free(an_oexec_t *x, void *p, size_t bytes) {
   if (!p)
     return;
   x->live_bytes -= bytes;
-  free(p);
+  an_pool_put(x->m, p, bytes);
 }
 
 static void an_oval_release(an_oexec_t *x, an_oval_t *v) {
   if (!v->borrowed && v->data) {
-    x->live_bytes -= an_oval_numel(v) * an_onnx_dtype_size(v->dtype);
-    free(v->data);
+    size_t bytes = an_oval_numel(v) * an_onnx_dtype_size(v->dtype);
+    x->live_bytes -= bytes;
+    an_pool_put(x->m, v->data, bytes);
   }
   memset(v, 0, sizeof *v);
 }
