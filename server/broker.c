@@ -3,8 +3,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
+#include "common/atomic_file.h"
 #include "common/error.h"
 #include "common/list.h"
 #include "common/log.h"
@@ -86,28 +86,19 @@ static void an_broker_on_connection(uv_stream_t *server, int status) {
   b->n_sessions++;
 }
 
+/* Written whole (rename), so a reader never sees half an address. */
 static int an_broker_write_ready_file(const char *path, const char *address, char *err,
                                       size_t errlen) {
-  char tmp[4096];
-  FILE *f;
-  int n = snprintf(tmp, sizeof tmp, "%s.tmp", path), ok;
-  if (n < 0 || (size_t)n >= sizeof tmp) {
-    snprintf(err, errlen, "ready file path is too long");
-    return AN_ECONFIG;
+  an_atomic_file_t f;
+  char line[80];
+  int n = snprintf(line, sizeof line, "%s\n", address), rc;
+  if ((rc = an_atomic_file_open(&f, path, 0644, err, errlen)) != 0)
+    return rc;
+  if ((rc = an_atomic_file_write(&f, line, (size_t)n, err, errlen)) != 0) {
+    an_atomic_file_abort(&f);
+    return rc;
   }
-  /* Write then rename, so a reader never sees half an address. */
-  if (!(f = fopen(tmp, "w"))) {
-    snprintf(err, errlen, "cannot write ready file %s", tmp);
-    return UV_EIO;
-  }
-  ok = fprintf(f, "%s\n", address) >= 0;
-  ok = (fclose(f) == 0) && ok;
-  if (!ok || rename(tmp, path) != 0) {
-    unlink(tmp);
-    snprintf(err, errlen, "cannot write ready file %s", path);
-    return UV_EIO;
-  }
-  return 0;
+  return an_atomic_file_commit(&f, err, errlen);
 }
 
 int an_broker_start(uv_loop_t *loop, const an_broker_params_t *params, an_broker_t **out,

@@ -11,6 +11,7 @@
 #include <openssl/crypto.h>
 #include <uv.h>
 
+#include "common/atomic_file.h"
 #include "common/error.h"
 
 int an_identity_path(const char *dir, const char *name, char *out, size_t len) {
@@ -18,50 +19,23 @@ int an_identity_path(const char *dir, const char *name, char *out, size_t len) {
   return n < 0 || (size_t)n >= len ? AN_ETOOBIG : 0;
 }
 
-/* Writes `text` to PATH.tmp (created with its final mode, never wider),
- * fsyncs it and renames it over PATH, so a file is never half-written and a
- * key is never readable by others, even for a moment. */
+/* Writes a whole identity file; refuses to replace one unless asked. */
 static int an_write_new_file(const char *path, const char *text, mode_t mode, bool replace,
                              char *err, size_t errlen) {
-  size_t len = strlen(text), off = 0;
-  char tmp[4200];
-  int fd, n = snprintf(tmp, sizeof tmp, "%s.tmp", path);
+  an_atomic_file_t f;
   struct stat st;
-  if (n < 0 || (size_t)n >= sizeof tmp) {
-    snprintf(err, errlen, "path too long: %s", path);
-    return AN_ECONFIG;
-  }
+  int rc;
   if (!replace && stat(path, &st) == 0) {
     snprintf(err, errlen, "%s already exists", path);
     return UV_EEXIST;
   }
-  unlink(tmp); /* a leftover from an interrupted run */
-  fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
-  if (fd < 0) {
-    snprintf(err, errlen, "cannot create %s: %s", tmp, strerror(errno));
-    return -errno;
+  if ((rc = an_atomic_file_open(&f, path, mode, err, errlen)) != 0)
+    return rc;
+  if ((rc = an_atomic_file_write(&f, text, strlen(text), err, errlen)) != 0) {
+    an_atomic_file_abort(&f);
+    return rc;
   }
-  while (off < len) {
-    ssize_t w = write(fd, text + off, len - off);
-    if (w < 0 && errno == EINTR)
-      continue;
-    if (w <= 0)
-      break;
-    off += (size_t)w;
-  }
-  if (off < len || fsync(fd) != 0) {
-    snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
-    close(fd);
-    unlink(tmp);
-    return UV_EIO;
-  }
-  close(fd);
-  if (rename(tmp, path) != 0) {
-    snprintf(err, errlen, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
-    unlink(tmp);
-    return -errno;
-  }
-  return 0;
+  return an_atomic_file_commit(&f, err, errlen);
 }
 
 int an_identity_create(const char *dir, const char *common_name, int days, bool force,

@@ -10,6 +10,7 @@
 
 #include <uv.h>
 
+#include "common/atomic_file.h"
 #include "common/error.h"
 
 /* Data is kept as it is on disk, so the host must share its byte order. */
@@ -466,27 +467,13 @@ void an_npy_free(an_npy_t *a) {
 
 /* ---- writing ---------------------------------------------------------- */
 
-static int an_npy_write_all(int fd, const void *buf, size_t n) {
-  const uint8_t *p = buf;
-  while (n > 0) {
-    size_t chunk = n > ((size_t)1 << 30) ? ((size_t)1 << 30) : n;
-    ssize_t r = write(fd, p, chunk);
-    if (r < 0 && errno == EINTR)
-      continue;
-    if (r < 0)
-      return -errno;
-    p += r;
-    n -= (size_t)r;
-  }
-  return 0;
-}
 
 int an_npy_write(const char *path, an_npy_dtype_t dtype, int ndim, const int64_t *shape,
                  const void *data, char *err, size_t errlen) {
   /* 8 dims of up to 19 digits fit easily; NumPy's 1.0 limit is 65535. */
-  char head[512], *tmp = NULL;
+  char head[512];
   size_t len, pad, numel = 1, nonzero = 1, nbytes;
-  int fd = -1, rc = UV_EINVAL, n;
+  int rc = UV_EINVAL;
 
   if (!an_npy_dtype_ok(dtype) || ndim < 0 || ndim > AN_NPY_MAX_DIMS || (ndim > 0 && !shape)) {
     snprintf(err, errlen, "%s: bad dtype %d or number of dimensions %d", path, (int)dtype, ndim);
@@ -538,42 +525,15 @@ int an_npy_write(const char *path, an_npy_dtype_t dtype, int ndim, const int64_t
   head[8] = (char)((len - 10) & 0xff);
   head[9] = (char)((len - 10) >> 8);
 
-  n = snprintf(NULL, 0, "%s.tmp", path);
-  if (n < 0 || !(tmp = malloc((size_t)n + 1))) {
-    snprintf(err, errlen, "%s: out of memory", path);
-    rc = UV_ENOMEM;
+  an_atomic_file_t f;
+  if ((rc = an_atomic_file_open(&f, path, 0644, err, errlen)) != 0)
+    goto done;
+  if ((rc = an_atomic_file_write(&f, head, len, err, errlen)) != 0 ||
+      (rc = an_atomic_file_write(&f, data, nbytes, err, errlen)) != 0) {
+    an_atomic_file_abort(&f);
     goto done;
   }
-  snprintf(tmp, (size_t)n + 1, "%s.tmp", path);
-  if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) < 0) {
-    rc = -errno;
-    snprintf(err, errlen, "cannot create %s: %s", tmp, strerror(errno));
-    goto done;
-  }
-  if ((rc = an_npy_write_all(fd, head, len)) != 0 ||
-      (rc = an_npy_write_all(fd, data, nbytes)) != 0 ||
-      (rc = fsync(fd) != 0 ? -errno : 0) != 0) {
-    snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(-rc));
-    goto done;
-  }
-  n = close(fd);
-  fd = -1;
-  if (n != 0) {
-    rc = -errno;
-    snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
-    goto done;
-  }
-  if (rename(tmp, path) != 0) {
-    rc = -errno;
-    snprintf(err, errlen, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
-    goto done;
-  }
-  rc = 0;
+  rc = an_atomic_file_commit(&f, err, errlen);
 done:
-  if (fd >= 0)
-    close(fd);
-  if (rc && tmp)
-    unlink(tmp);
-  free(tmp);
   return rc;
 }

@@ -1,15 +1,14 @@
 #include "common/nn/weights.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <openssl/evp.h>
 #include <uv.h>
 
+#include "common/atomic_file.h"
 #include "common/error.h"
 #include "common/nn/spec.h"
 
@@ -36,22 +35,27 @@ static uint64_t an_get_le(const uint8_t *p, int n) {
 }
 
 /* Writes and hashes; the file's floats are little-endian, as is x86-64. */
-static int an_write_hashed(FILE *f, EVP_MD_CTX *md, const void *p, size_t n) {
-  return fwrite(p, 1, n, f) == n && EVP_DigestUpdate(md, p, n) == 1 ? 0 : -1;
+static int an_write_hashed(an_atomic_file_t *f, EVP_MD_CTX *md, const void *p, size_t n,
+                           char *err, size_t errlen) {
+  if (EVP_DigestUpdate(md, p, n) != 1) {
+    snprintf(err, errlen, "hashing failed");
+    return AN_EFORMAT;
+  }
+  return an_atomic_file_write(f, p, n, err, errlen);
 }
 
 int an_weights_save(const an_model_t *m, const char *path, char *err, size_t errlen) {
   an_model_t *mm = (an_model_t *)m; /* the accessors are not const; nothing is changed */
-  char *spec = malloc(AN_WEIGHTS_MAX_SPEC), tmp[4200];
+  char *spec = malloc(AN_WEIGHTS_MAX_SPEC);
   uint8_t head[28], digest[EVP_MAX_MD_SIZE];
   unsigned dlen = 0;
   EVP_MD_CTX *md = EVP_MD_CTX_new();
-  FILE *f = NULL;
+  an_atomic_file_t f = {.fd = -1};
   size_t spec_len;
-  int rc = UV_EIO, n = snprintf(tmp, sizeof tmp, "%s.tmp", path);
+  int rc;
 
-  if (!spec || !md || n < 0 || (size_t)n >= sizeof tmp) {
-    snprintf(err, errlen, "%s: out of memory or path too long", path);
+  if (!spec || !md) {
+    snprintf(err, errlen, "out of memory");
     rc = UV_ENOMEM;
     goto done;
   }
@@ -66,36 +70,30 @@ int an_weights_save(const an_model_t *m, const char *path, char *err, size_t err
   an_put_u64(head + 8, an_model_param_count(m));
   an_put_u64(head + 16, an_model_state_count(m));
   an_put_u32(head + 24, (uint32_t)spec_len);
-  if (!(f = fopen(tmp, "wb"))) {
-    snprintf(err, errlen, "cannot create %s: %s", tmp, strerror(errno));
+  if ((rc = an_atomic_file_open(&f, path, 0644, err, errlen)) != 0)
+    goto done;
+  if (EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
+    snprintf(err, errlen, "hashing failed");
+    rc = AN_EFORMAT;
     goto done;
   }
-  if (EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1 ||
-      an_write_hashed(f, md, head, sizeof head) ||
-      an_write_hashed(f, md, spec, spec_len) ||
-      an_write_hashed(f, md, an_model_params(mm), an_model_param_count(m) * sizeof(float)) ||
-      an_write_hashed(f, md, an_model_state(mm), an_model_state_count(m) * sizeof(float)) ||
-      EVP_DigestFinal_ex(md, digest, &dlen) != 1 || fwrite(digest, 1, dlen, f) != dlen ||
-      fflush(f) != 0 || fsync(fileno(f)) != 0) {
-    snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
+  if ((rc = an_write_hashed(&f, md, head, sizeof head, err, errlen)) != 0 ||
+      (rc = an_write_hashed(&f, md, spec, spec_len, err, errlen)) != 0 ||
+      (rc = an_write_hashed(&f, md, an_model_params(mm), an_model_param_count(m) * sizeof(float),
+                            err, errlen)) != 0 ||
+      (rc = an_write_hashed(&f, md, an_model_state(mm), an_model_state_count(m) * sizeof(float),
+                            err, errlen)) != 0)
+    goto done;
+  if (EVP_DigestFinal_ex(md, digest, &dlen) != 1) {
+    snprintf(err, errlen, "hashing failed");
+    rc = AN_EFORMAT;
     goto done;
   }
-  if (fclose(f) != 0) {
-    f = NULL;
-    snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
+  if ((rc = an_atomic_file_write(&f, digest, dlen, err, errlen)) != 0)
     goto done;
-  }
-  f = NULL;
-  if (rename(tmp, path) != 0) {
-    snprintf(err, errlen, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
-    goto done;
-  }
-  rc = 0;
+  rc = an_atomic_file_commit(&f, err, errlen);
 done:
-  if (f)
-    fclose(f);
-  if (rc)
-    unlink(tmp);
+  an_atomic_file_abort(&f); /* no-op after a commit */
   EVP_MD_CTX_free(md);
   free(spec);
   return rc;

@@ -10,6 +10,7 @@
 #include <uv.h>
 
 #include "common/arena.h"
+#include "common/atomic_file.h"
 #include "common/error.h"
 #include "proto/onnx.pb-c.h"
 
@@ -246,8 +247,6 @@ int an_onnx_export(const an_model_t *cm, const an_onnx_export_opts_t *opts, cons
   an_export_t ex;
   ex_value_t *vals = NULL;
   uint8_t *buf = NULL;
-  char tmp[4200];
-  FILE *f = NULL;
   int rc = AN_EMODEL, n_layers = an_model_layer_count(m);
   const float *params = an_model_params(m), *state = an_model_state(m);
 
@@ -431,7 +430,6 @@ int an_onnx_export(const an_model_t *cm, const an_onnx_export_opts_t *opts, cons
     Onnx__ValueInfoProto *gout = ex_value_info(&ex, o.output_name, last->rank, last->chw);
     Onnx__ValueInfoProto *gins[1] = {gin}, *gouts[1] = {gout};
     size_t len;
-    int n;
     if (!gin || !gout || ex.oom) {
       rc = UV_ENOMEM;
       snprintf(err, errlen, "out of memory building the graph");
@@ -466,30 +464,16 @@ int an_onnx_export(const an_model_t *cm, const an_onnx_export_opts_t *opts, cons
       goto done;
     }
     onnx__model_proto__pack(&model, buf);
-    n = snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    rc = UV_EIO;
-    if (n < 0 || (size_t)n >= sizeof tmp || !(f = fopen(tmp, "wb")) ||
-        fwrite(buf, 1, len, f) != len || fflush(f) != 0 || fsync(fileno(f)) != 0) {
-      snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
+    an_atomic_file_t f;
+    if ((rc = an_atomic_file_open(&f, path, 0644, err, errlen)) != 0)
+      goto done;
+    if ((rc = an_atomic_file_write(&f, buf, len, err, errlen)) != 0) {
+      an_atomic_file_abort(&f);
       goto done;
     }
-    if (fclose(f) != 0) {
-      f = NULL;
-      snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
-      goto done;
-    }
-    f = NULL;
-    if (rename(tmp, path) != 0) {
-      snprintf(err, errlen, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
-      goto done;
-    }
-    rc = 0;
+    rc = an_atomic_file_commit(&f, err, errlen);
   }
 done:
-  if (f) {
-    fclose(f);
-    unlink(tmp);
-  }
   free(buf);
   free(vals);
   an_arena_destroy(&ex.arena);
