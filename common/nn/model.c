@@ -172,6 +172,12 @@ int an_model_add(an_model_t *m, const an_layer_desc_t *d, char *err, size_t errl
     }
     m->nodes = grown;
     m->cap_nodes = cap;
+    /* The descs point at their node's own label buffers, which just moved. */
+    for (int i = 0; i < m->n_nodes; i++) {
+      m->nodes[i].d.label = m->nodes[i].label;
+      m->nodes[i].d.from = m->nodes[i].from;
+      m->nodes[i].d.with = m->nodes[i].with;
+    }
   }
   n = &m->nodes[m->n_nodes];
   memset(n, 0, sizeof *n);

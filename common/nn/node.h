@@ -40,7 +40,7 @@ struct an_node {
   size_t w_off, w_count; /* into the model's params/grads */
   size_t b_off, b_count;
   size_t st_off, st_count; /* into the model's state */
-  int fan_in;
+  int64_t fan_in;        /* for initialisation; 64-bit: big layers overflow int */
   int consumers;         /* how many nodes read this node's output */
   int grad_ready;        /* backward: dy already holds one contribution */
   const float *x, *x2;   /* inputs during a pass */

@@ -48,7 +48,7 @@ static int conv_infer(an_node_t *n, char *err, size_t errlen) {
   n->out[2] = (n->in[2] + 2 * d->p - d->k) / d->s + 1;
   n->w_count = (size_t)d->out * n->in[0] * d->k * d->k;
   n->b_count = d->no_bias ? 0 : (size_t)d->out;
-  n->fan_in = n->in[0] * d->k * d->k;
+  n->fan_in = (int64_t)n->in[0] * d->k * d->k;
   return 0;
 }
 
@@ -57,13 +57,19 @@ static int convt_infer(an_node_t *n, char *err, size_t errlen) {
   int rc = conv_check(n, err, errlen);
   if (rc)
     return rc;
+  int64_t oh = (int64_t)(n->in[1] - 1) * d->s - 2 * d->p + d->k;
+  int64_t ow = (int64_t)(n->in[2] - 1) * d->s - 2 * d->p + d->k;
+  if (oh > 65536 || ow > 65536) {
+    snprintf(err, errlen, "convt: output %lldx%lld is too large", (long long)oh, (long long)ow);
+    return AN_EMODEL;
+  }
   n->out[0] = d->out;
-  n->out[1] = (n->in[1] - 1) * d->s - 2 * d->p + d->k;
-  n->out[2] = (n->in[2] - 1) * d->s - 2 * d->p + d->k;
+  n->out[1] = (int)oh;
+  n->out[2] = (int)ow;
   n->w_count = (size_t)n->in[0] * d->out * d->k * d->k;
   n->b_count = d->no_bias ? 0 : (size_t)d->out;
   /* PyTorch computes fan_in from weight dim 1, which is OC here. */
-  n->fan_in = d->out * d->k * d->k;
+  n->fan_in = (int64_t)d->out * d->k * d->k;
   return 0;
 }
 

@@ -50,7 +50,7 @@ static int linear_infer(an_node_t *n, char *err, size_t errlen) {
   n->out[1] = n->out[2] = 1;
   n->w_count = in * (size_t)n->d.out;
   n->b_count = n->d.no_bias ? 0 : (size_t)n->d.out;
-  n->fan_in = (int)in;
+  n->fan_in = (int64_t)in;
   return 0;
 }
 

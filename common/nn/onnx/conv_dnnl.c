@@ -13,7 +13,7 @@
 
 typedef struct conv_cache {
   an_onnx_t *m;            /* for the cached-bytes account */
-  int64_t key[5];          /* N, C, H, W and the weight buffer's identity */
+  int64_t key[20];         /* every shape parameter and the weight buffer's identity */
   dnnl_primitive_t conv, src_in, dst_out, w_in;
   dnnl_memory_t src_user, src, w_user, w, b, dst, dst_user, scratch;
   size_t src_bytes, dst_bytes, w_bytes, scratch_bytes;
@@ -153,7 +153,10 @@ static int run_reorder(an_onnx_t *m, dnnl_primitive_t r, dnnl_memory_t from, dnn
 int an_conv_dnnl(an_oexec_t *x, an_onode_t *n, const an_conv_args_t *a) {
   an_onnx_t *m = x->m;
   conv_cache_t *c = n->cache;
-  int64_t key[5] = {a->n, a->c, a->h, a->w, (int64_t)(intptr_t)a->weights};
+  int64_t key[20] = {a->n,  a->c,  a->h,   a->w,   a->m,   a->oh,  a->ow,
+                     a->kh, a->kw, a->group, a->sh, a->sw, a->dh, a->dw,
+                     a->ph0, a->pw0, a->ph1, a->pw1, a->bias != NULL,
+                     (int64_t)(intptr_t)a->weights};
   void *src_buf = NULL, *dst_buf = NULL;
   int rc;
 

@@ -521,8 +521,9 @@ int an_onnx_load(const void *bytes, size_t len, const an_onnx_limits_t *lim, an_
     an_oval_t *s1 = calloc(m->n_outputs, sizeof *s1), *s2 = calloc(m->n_outputs, sizeof *s2);
     if (!s1 || !s2 || (rc = an_onnx_probe(m, 1, s1, err, errlen)) < 0 ||
         (rc == 0 && (rc = an_onnx_probe(m, 2, s2, err, errlen)) < 0)) {
+      int nomem = !s1 || !s2;
       free(s1), free(s2);
-      if (!rc)
+      if (nomem)
         rc = an_fail(err, errlen, UV_ENOMEM, "out of memory");
       goto fail;
     }

@@ -489,9 +489,10 @@ static int op_transpose(an_oexec_t *x, const an_onode_t *n, an_oval_t **in, an_o
     return rc;
   size_t count = an_oval_numel(in[0]), esz = an_onnx_dtype_size(in[0]->dtype);
   size_t in_stride[AN_ONNX_MAX_DIMS];
-  for (int i = r - 1, s = 1; i >= 0; i--) {
-    in_stride[i] = (size_t)s;
-    s *= (int)in[0]->dims[i];
+  size_t stride = 1;
+  for (int i = r - 1; i >= 0; i--) {
+    in_stride[i] = stride;
+    stride *= (size_t)in[0]->dims[i];
   }
   for (size_t idx = 0; idx < count; idx++) {
     size_t rem = idx, src = 0;
@@ -857,7 +858,7 @@ static int op_conv(an_oexec_t *x, const an_onode_t *n, an_oval_t **in, an_oval_t
     return an_oexec_fail(x, AN_EUNSUPPORTED, "only 2-D convolutions are supported");
   int64_t N = in[0]->dims[0], C = in[0]->dims[1], H = in[0]->dims[2], W = in[0]->dims[3];
   int64_t M = in[1]->dims[0], CG = in[1]->dims[1];
-  if (group < 1 || C % group || M % group || C / group != CG)
+  if (group < 1 || group > (C > 0 ? C : 1) || C % group || M % group || C / group != CG)
     return an_oexec_fail(x, AN_EMODEL, "Conv weight and group do not match the input channels");
   int nk = an_oattr_ints(n, "kernel_shape", ks, 4);
   if (nk && (nk != 2 || ks[0] != in[1]->dims[2] || ks[1] != in[1]->dims[3]))
@@ -919,7 +920,7 @@ static int op_convtranspose(an_oexec_t *x, const an_onode_t *n, an_oval_t **in, 
     return an_oexec_fail(x, AN_EUNSUPPORTED, "ConvTranspose with output_shape");
   int64_t N = in[0]->dims[0], C = in[0]->dims[1], H = in[0]->dims[2], W = in[0]->dims[3];
   int64_t MG = in[1]->dims[1];
-  if (group < 1 || C % group || in[1]->dims[0] != C)
+  if (group < 1 || group > (C > 0 ? C : 1) || C % group || in[1]->dims[0] != C)
     return an_oexec_fail(x, AN_EMODEL, "ConvTranspose weight does not match the input");
   int nk = an_oattr_ints(n, "kernel_shape", ks, 4);
   int64_t hw[2] = {H, W}, kk[2] = {in[1]->dims[2], in[1]->dims[3]};
@@ -937,7 +938,9 @@ static int op_convtranspose(an_oexec_t *x, const an_onode_t *n, an_oval_t **in, 
     if (w.out[i] < 1)
       return an_oexec_fail(x, AN_EMODEL, "ConvTranspose output would be empty");
   }
-  int64_t M = MG * group;
+  int64_t M;
+  if (__builtin_mul_overflow(MG, group, &M) || M > (int64_t)x->m->lim.max_tensor_elems)
+    return an_oexec_fail(x, AN_EMODEL, "ConvTranspose output channels overflow");
   const an_oval_t *b = n->n_in > 2 ? in[2] : NULL;
   if (b && (b->dtype != AN_ONNX_FLOAT || b->ndim != 1 || b->dims[0] != M))
     return an_oexec_fail(x, AN_EMODEL, "ConvTranspose bias must have M values");
@@ -1001,6 +1004,9 @@ static int an_pool(an_oexec_t *x, const an_onode_t *n, an_oval_t **in, an_oval_t
   int64_t hw[2] = {H, W};
   if ((rc = an_window_init(x, n, hw, ks, ceil_mode, 0, &w)) != 0)
     return rc;
+  for (int i = 0; i < 2; i++) /* a window made only of padding has no value */
+    if (w.pb[i] >= (w.k[i] - 1) * w.d[i] + 1 || w.pe[i] >= (w.k[i] - 1) * w.d[i] + 1)
+      return an_oexec_fail(x, AN_EMODEL, "pooling padding must be smaller than the window");
   int64_t dims[4] = {N, C, w.out[0], w.out[1]};
   if ((rc = an_oexec_alloc(x, out[0], AN_ONNX_FLOAT, 4, dims)) != 0 || !out[0]->data)
     return rc;
@@ -1012,9 +1018,13 @@ static int an_pool(an_oexec_t *x, const an_onode_t *n, an_oval_t **in, an_oval_t
 #pragma omp parallel for schedule(static) if (N * C > 1)
   for (int64_t p = 0; p < N * C; p++)
     for (int64_t oy = 0; oy < w.out[0]; oy++) {
-      if (timed_out)
+      int stop;
+#pragma omp atomic read
+      stop = timed_out;
+      if (stop)
         break;
       if (x->deadline && oy % 16 == 0 && an_oexec_deadline_passed(x)) {
+#pragma omp atomic write
         timed_out = 1;
         break;
       }

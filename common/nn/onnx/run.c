@@ -57,6 +57,11 @@ int an_oexec_alloc(an_oexec_t *x, an_oval_t *v, int dtype, int ndim, const int64
   for (int i = 0; i < ndim; i++) {
     if (dims[i] < 0)
       return an_oexec_fail(x, AN_EMODEL, "a result with a negative dimension");
+    /* Each dimension on its own too: an empty tensor must not carry a huge
+     * one into later arithmetic and loops. */
+    if ((uint64_t)dims[i] > x->m->lim.max_tensor_elems)
+      return an_oexec_fail(x, AN_EMODEL, "a result dimension over the %zu-element limit",
+                           x->m->lim.max_tensor_elems);
     if (dims[i] && n > x->m->lim.max_tensor_elems / (size_t)dims[i])
       return an_oexec_fail(x, AN_EMODEL, "a result over the %zu-element limit",
                            x->m->lim.max_tensor_elems);
@@ -154,8 +159,8 @@ static int an_onnx_pass(an_oexec_t *x) {
     }
   for (size_t i = 0; i < m->n_nodes && !rc; i++) {
     const an_onode_t *n = &m->nodes[i];
-    an_oval_t *in[16] = {0}, *out[8] = {0}, scratch_out[8];
-    if (n->n_in > 16 || n->n_out > 8) {
+    an_oval_t *in[64] = {0}, *out[8] = {0}, scratch_out[8];
+    if (n->n_in > 64 || n->n_out > 8) {
       rc = an_oexec_fail(x, AN_EUNSUPPORTED, "node %zu has too many inputs or outputs", i);
       break;
     }

@@ -124,6 +124,26 @@ START_TEST(test_damage_refused) {
 }
 END_TEST
 
+START_TEST(test_many_labelled_layers) {
+  /* More layers than the first node allocation: labels must survive the
+   * node array moving (found in review; ASan checks the reads). */
+  char spec_text[4096], out[4096], err[256];
+  size_t used = (size_t)snprintf(spec_text, sizeof spec_text, "input 2 4 4\n");
+  for (int i = 0; i < 40; i++)
+    used += (size_t)snprintf(spec_text + used, sizeof spec_text - used, "l%d: relu\n", i);
+  used += (size_t)snprintf(spec_text + used, sizeof spec_text - used, "add l3\n");
+  an_model_t *m = NULL, *again = NULL;
+  ck_assert_msg(an_model_parse(spec_text, &m, err, sizeof err) == 0, "%s", err);
+  ck_assert_int_eq(an_model_to_spec(m, out, sizeof out), 0);
+  ck_assert_ptr_nonnull(strstr(out, "l39: relu"));
+  ck_assert_ptr_nonnull(strstr(out, "add l3"));
+  ck_assert_int_eq(an_model_parse(out, &again, err, sizeof err), 0);
+  ck_assert_int_eq(an_model_layer_count(again), 41);
+  an_model_free(again);
+  an_model_free(m);
+}
+END_TEST
+
 START_TEST(test_missing_file) {
   an_model_t *m = NULL;
   char err[512];
@@ -138,6 +158,7 @@ static Suite *weights_suite(void) {
   tcase_add_test(tc, test_round_trip);
   tcase_add_test(tc, test_damage_refused);
   tcase_add_test(tc, test_missing_file);
+  tcase_add_test(tc, test_many_labelled_layers);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -1094,7 +1094,18 @@ static void b_convt_scratch(mb_t *b, const rcase_t *c) {
   mb_output(b, "y");
 }
 
-/* 300 Relus over 1 Mi floats: a few ms each, far over a 50 ms limit. */
+/* Zero input channels let any group pass a divisibility test; a huge group
+ * then overflowed the output channel count (found in review). */
+static void b_convt_group(mb_t *b, const rcase_t *c) {
+  (void)c;
+  mb_init_f(b, "x", DIMS(1, 0, 4, 4), 0, NULL);
+  mb_init_f(b, "w", DIMS(0, 3, 3, 3), 0, NULL);
+  Onnx__NodeProto *n = NODE(b, "ConvTranspose", IN("x", "w"), OUT("y"));
+  mb_attr_i(b, n, "group", 6148914691236517206LL);
+  mb_output(b, "y");
+}
+
+/* 300 Relus over 1 Mi floats: tens of ms in all, far over a 2 ms limit. */
 static void b_slow_chain(mb_t *b, const rcase_t *c) {
   (void)c;
   char prev[32] = "x", next[32];
@@ -1801,15 +1812,21 @@ static const rcase_t cases[] = {
      .build = b_conv_scratch,
      .expect = EXPECT_SAFE,
      .max_mem = 8 << 20},
+    {.name = "ConvTranspose with zero channels and a huge group",
+     .build = b_convt_group,
+     .expect = EXPECT_FAILS,
+     .code = AN_EMODEL},
     {.name = "ConvTranspose scratch of 25 MB over max_memory 8 MiB",
      .build = b_convt_scratch,
      .expect = EXPECT_RUN_FAILS,
      .max_mem = 8 << 20},
-    {.name = "300 nodes over max_seconds 0.05",
+    /* 300 passes over 4 MiB each cannot finish in 2 ms (the floor of one
+     * pass over memory is already ~0.1 ms). */
+    {.name = "300 nodes over max_seconds 0.002",
      .build = b_slow_chain,
      .expect = EXPECT_RUN_FAILS,
      .code = UV_ETIMEDOUT,
-     .max_seconds = 0.05},
+     .max_seconds = 0.002},
     {.name = "one slow MaxPool over max_seconds 0.1",
      .build = b_slow_node,
      .expect = EXPECT_RUN_FAILS,
