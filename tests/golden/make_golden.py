@@ -74,3 +74,25 @@ for name, spec in ref_specs.items():
     with open(f"{out}/{name}.spec", "w") as f:
         f.write(spec)
 print(f"wrote {len(ref_specs)} cases to {out}")
+
+# Optimizer trajectories: the same parameters and gradients through three
+# steps of torch.optim.Adam and torch.optim.SGD (momentum, weight decay).
+torch.manual_seed(99)
+p0 = torch.randn(37)
+grads = [torch.randn(37) for _ in range(3)]
+p0.numpy().astype("<f4").tofile(f"{out}/optim_p0.raw")
+torch.stack(grads).numpy().astype("<f4").tofile(f"{out}/optim_grads.raw")
+for name, make in {
+    "adam": lambda ps: torch.optim.Adam(ps, lr=1e-2, betas=(0.9, 0.999), eps=1e-8),
+    "adam_wd": lambda ps: torch.optim.Adam(ps, lr=1e-2, weight_decay=0.1),
+    "sgd": lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=0.01),
+}.items():
+    p = torch.nn.Parameter(p0.clone())
+    opt = make([p])
+    traj = []
+    for g in grads:
+        p.grad = g.clone()
+        opt.step()
+        traj.append(p.detach().clone())
+    torch.stack(traj).numpy().astype("<f4").tofile(f"{out}/optim_{name}.raw")
+print("wrote optimizer trajectories")
