@@ -19,7 +19,7 @@ trap 'rm -rf "$out"' EXIT
 clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
   -fno-omit-frame-pointer -D_GNU_SOURCE -I"$PWD" -I"$build" \
   tests/fuzz/fuzz_onnx.c \
-  common/nn/onnx/graph.c common/nn/onnx/run.c common/nn/onnx/ops.c common/nn/onnx/conv_dnnl.c \
+  common/nn/onnx/graph.c common/nn/onnx/run.c common/nn/onnx/ops.c common/nn/onnx/conv_dnnl.c common/nn/engine.c \
   common/arena.c common/error.c "$build/proto/onnx.pb-c.c" \
   -lprotobuf-c -ldnnl -luv -lm -o "$out/fuzz_onnx"
 mkdir -p "$out/corpus" "$out/artifacts"

@@ -9,6 +9,7 @@
 #include <uv.h>
 
 #include "common/error.h"
+#include "common/nn/engine.h"
 #include "common/nn/onnx/conv_dnnl.h"
 
 typedef struct conv_cache {
@@ -31,12 +32,7 @@ static void conv_cache_free(void *p) {
   dnnl_primitive_t prims[] = {c->conv, c->src_in, c->dst_out, c->w_in};
   dnnl_memory_t mems[] = {c->src_user, c->src, c->w_user, c->w, c->b, c->dst, c->dst_user,
                           c->scratch};
-  for (size_t i = 0; i < sizeof prims / sizeof prims[0]; i++)
-    if (prims[i])
-      dnnl_primitive_destroy(prims[i]);
-  for (size_t i = 0; i < sizeof mems / sizeof mems[0]; i++)
-    if (mems[i])
-      dnnl_memory_destroy(mems[i]);
+  an_engine_release(prims, sizeof prims / sizeof prims[0], mems, sizeof mems / sizeof mems[0]);
   free(c->w_buf);
   free(c->scratch_buf);
   free(c);
