@@ -1,6 +1,8 @@
-/* Conv on oneDNN's direct kernels. The tensors stay NCHW outside; inside,
- * the input and output are reordered to the blocked layouts the kernels
- * want, and constant weights are reordered once and kept with the node. The
+/* Conv on oneDNN's direct kernels. The output stays in the blocked layout
+ * the kernel writes (layout.c converts it when a row-major reader needs it);
+ * a blocked input in the kernel's layout is read as it is, anything else is
+ * reordered. Constant weights are reordered once and kept with the node, a
+ * Relu that followed the Conv runs as the kernel's post-op, and the
  * primitive is built once per input shape (cached on the node). */
 #include <stdlib.h>
 #include <string.h>
@@ -15,12 +17,15 @@
 typedef struct conv_cache {
   an_onnx_t *m;            /* for the cached-bytes account */
   int64_t key[20];         /* every shape parameter and the weight buffer's identity */
-  dnnl_primitive_t conv, src_in, dst_out, w_in;
-  dnnl_memory_t src_user, src, w_user, w, b, dst, dst_user, scratch;
-  size_t src_bytes, dst_bytes, w_bytes, scratch_bytes;
+  dnnl_primitive_t conv, src_in, w_in;
+  dnnl_memory_t src_user, src, w_user, w, b, dst, scratch;
+  dnnl_memory_desc_t src_md;
+  size_t src_bytes, w_bytes, scratch_bytes;
   void *w_buf, *scratch_buf;
   int w_ready;             /* constant weights already reordered */
-  int src_reorder, dst_reorder;
+  int src_reorder;         /* row-major input needs a reorder */
+  an_olayout_t dst_layout; /* the output's layout, when blocked */
+  int dst_blocked;
 } conv_cache_t;
 
 static void conv_cache_free(void *p) {
@@ -29,23 +34,13 @@ static void conv_cache_free(void *p) {
     return;
   if (c->m && c->w_buf)
     c->m->cache_bytes -= c->w_bytes + c->scratch_bytes;
-  dnnl_primitive_t prims[] = {c->conv, c->src_in, c->dst_out, c->w_in};
-  dnnl_memory_t mems[] = {c->src_user, c->src, c->w_user, c->w, c->b, c->dst, c->dst_user,
-                          c->scratch};
+  dnnl_primitive_t prims[] = {c->conv, c->src_in, c->w_in};
+  dnnl_memory_t mems[] = {c->src_user, c->src, c->w_user, c->w, c->b, c->dst, c->scratch};
   an_engine_release(prims, sizeof prims / sizeof prims[0], mems, sizeof mems / sizeof mems[0]);
+  an_olayout_destroy(&c->dst_layout);
   free(c->w_buf);
   free(c->scratch_buf);
   free(c);
-}
-
-static int an_onnx_engine(an_onnx_t *m) {
-  if (m->eng)
-    return 0;
-  if (dnnl_engine_create(&m->eng, dnnl_cpu, 0) != dnnl_success)
-    return AN_EUNSUPPORTED;
-  if (dnnl_stream_create(&m->stream, m->eng, dnnl_stream_default_flags) != dnnl_success)
-    return AN_EUNSUPPORTED;
-  return 0;
 }
 
 static int reorder_prim(dnnl_engine_t eng, const dnnl_memory_desc_t *from,
@@ -60,11 +55,13 @@ static int reorder_prim(dnnl_engine_t eng, const dnnl_memory_desc_t *from,
 
 /* Builds the cache for this input shape; AN_EUNSUPPORTED when oneDNN has
  * no kernel (the caller falls back to im2col). */
-static int conv_build(an_onnx_t *m, const an_conv_args_t *a, conv_cache_t *c) {
+static int conv_build(an_onnx_t *m, const an_onode_t *n, const an_conv_args_t *a,
+                      conv_cache_t *c) {
   dnnl_memory_desc_t src_u, src_a, w_u, w_a, b_md, dst_u, dst_a;
   dnnl_convolution_desc_t cd;
   dnnl_primitive_desc_t pd = NULL;
   dnnl_primitive_attr_t attr = NULL;
+  dnnl_post_ops_t po = NULL;
   int g = a->group > 1;
   dnnl_dims_t sdims = {a->n, a->c, a->h, a->w}, ddims = {a->n, a->m, a->oh, a->ow};
   dnnl_dims_t wdims = {a->m, a->c, a->kh, a->kw}, gwdims = {a->group, a->m / a->group,
@@ -93,7 +90,14 @@ static int conv_build(an_onnx_t *m, const an_conv_args_t *a, conv_cache_t *c) {
                                                  pl, pr) != dnnl_success)
     goto done;
   if (dnnl_primitive_attr_create(&attr) != dnnl_success ||
-      dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user) != dnnl_success ||
+      dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user) != dnnl_success)
+    goto done;
+  if (n->fused_relu &&
+      (dnnl_post_ops_create(&po) != dnnl_success ||
+       dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f) != dnnl_success ||
+       dnnl_primitive_attr_set_post_ops(attr, po) != dnnl_success))
+    goto done;
+  if (
       dnnl_primitive_desc_create(&pd, &cd, attr, m->eng, NULL) != dnnl_success ||
       dnnl_primitive_create(&c->conv, pd) != dnnl_success)
     goto done;
@@ -101,10 +105,10 @@ static int conv_build(an_onnx_t *m, const an_conv_args_t *a, conv_cache_t *c) {
   const dnnl_memory_desc_t *dst_q = dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
   const dnnl_memory_desc_t *w_q = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
   const dnnl_memory_desc_t *sp_q = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+  c->src_md = *src_q;
   c->src_reorder = !dnnl_memory_desc_equal(src_q, &src_u);
-  c->dst_reorder = !dnnl_memory_desc_equal(dst_q, &dst_u);
+  c->dst_blocked = !dnnl_memory_desc_equal(dst_q, &dst_u);
   c->src_bytes = dnnl_memory_desc_get_size(src_q);
-  c->dst_bytes = dnnl_memory_desc_get_size(dst_q);
   c->w_bytes = dnnl_memory_desc_get_size(w_q);
   c->scratch_bytes = sp_q ? dnnl_memory_desc_get_size(sp_q) : 0;
   /* The cached weights and scratchpad stay with the model: they count in
@@ -120,7 +124,6 @@ static int conv_build(an_onnx_t *m, const an_conv_args_t *a, conv_cache_t *c) {
   if (dnnl_memory_create(&c->src_user, &src_u, m->eng, DNNL_MEMORY_NONE) ||
       dnnl_memory_create(&c->src, src_q, m->eng, DNNL_MEMORY_NONE) ||
       dnnl_memory_create(&c->dst, dst_q, m->eng, DNNL_MEMORY_NONE) ||
-      dnnl_memory_create(&c->dst_user, &dst_u, m->eng, DNNL_MEMORY_NONE) ||
       dnnl_memory_create(&c->w_user, &w_u, m->eng, DNNL_MEMORY_NONE) ||
       dnnl_memory_create(&c->w, w_q, m->eng, c->w_buf) ||
       dnnl_memory_create(&c->b, &b_md, m->eng, DNNL_MEMORY_NONE) ||
@@ -129,11 +132,13 @@ static int conv_build(an_onnx_t *m, const an_conv_args_t *a, conv_cache_t *c) {
   c->m = m;
   m->cache_bytes += cached;
   if ((c->src_reorder && reorder_prim(m->eng, &src_u, src_q, &c->src_in)) ||
-      (c->dst_reorder && reorder_prim(m->eng, dst_q, &dst_u, &c->dst_out)) ||
-      reorder_prim(m->eng, &w_u, w_q, &c->w_in))
+      reorder_prim(m->eng, &w_u, w_q, &c->w_in) ||
+      (c->dst_blocked && an_olayout_init(m, &c->dst_layout, dst_q)))
     goto done;
   rc = 0;
 done:
+  if (po)
+    dnnl_post_ops_destroy(po);
   if (pd)
     dnnl_primitive_desc_destroy(pd);
   if (attr)
@@ -146,14 +151,15 @@ static int run_reorder(an_onnx_t *m, dnnl_primitive_t r, dnnl_memory_t from, dnn
   return dnnl_primitive_execute(r, m->stream, 2, args) == dnnl_success ? 0 : AN_EMODEL;
 }
 
-int an_conv_dnnl(an_oexec_t *x, an_onode_t *n, const an_conv_args_t *a) {
+int an_conv_dnnl(an_oexec_t *x, an_onode_t *n, const an_conv_args_t *a, an_oval_t *in,
+                 an_oval_t *out, const int64_t dims[4]) {
   an_onnx_t *m = x->m;
   conv_cache_t *c = n->cache;
   int64_t key[20] = {a->n,  a->c,  a->h,   a->w,   a->m,   a->oh,  a->ow,
                      a->kh, a->kw, a->group, a->sh, a->sw, a->dh, a->dw,
                      a->ph0, a->pw0, a->ph1, a->pw1, a->bias != NULL,
                      (int64_t)(intptr_t)a->weights};
-  void *src_buf = NULL, *dst_buf = NULL;
+  void *src_buf = NULL;
   int rc;
 
   if (!c || memcmp(c->key, key, sizeof key) != 0) {
@@ -161,7 +167,7 @@ int an_conv_dnnl(an_oexec_t *x, an_onode_t *n, const an_conv_args_t *a) {
     n->cache = NULL;
     if (!(c = calloc(1, sizeof *c)))
       return an_oexec_fail(x, UV_ENOMEM, "out of memory");
-    if ((rc = conv_build(m, a, c)) != 0) {
+    if ((rc = conv_build(m, n, a, c)) != 0) {
       conv_cache_free(c);
       if (rc == AN_ETOOBIG)
         return an_oexec_fail(x, rc, "the convolution kernel would exceed the memory limit");
@@ -171,16 +177,19 @@ int an_conv_dnnl(an_oexec_t *x, an_onode_t *n, const an_conv_args_t *a) {
     n->cache = c;
     n->cache_free = conv_cache_free;
   }
-  /* The blocked copies count against the run's memory limit. */
-  if ((c->src_reorder && !(src_buf = an_oexec_scratch(x, c->src_bytes))) ||
-      (c->dst_reorder && !(dst_buf = an_oexec_scratch(x, c->dst_bytes)))) {
-    rc = AN_ETOOBIG;
-    goto done;
-  }
-  dnnl_memory_set_data_handle(c->src_user, (void *)a->input);
-  dnnl_memory_set_data_handle(c->dst_user, a->output);
-  dnnl_memory_set_data_handle(c->src, c->src_reorder ? src_buf : (void *)a->input);
-  dnnl_memory_set_data_handle(c->dst, c->dst_reorder ? dst_buf : a->output);
+  /* A blocked input is used as it is only in exactly the kernel's layout. */
+  int src_direct = in->layout && dnnl_memory_desc_equal(&in->layout->md, &c->src_md);
+  if (in->layout && !src_direct && (rc = an_oval_make_plain(x, in)) != 0)
+    return rc;
+  if ((rc = c->dst_blocked ? an_oexec_alloc_blocked(x, out, 4, dims, &c->dst_layout)
+                           : an_oexec_alloc(x, out, AN_ONNX_FLOAT, 4, dims)) != 0)
+    return rc;
+  /* The blocked copy of a row-major input counts against the memory limit. */
+  if (!src_direct && c->src_reorder && !(src_buf = an_oexec_scratch(x, c->src_bytes)))
+    return AN_ETOOBIG;
+  dnnl_memory_set_data_handle(c->src_user, in->data);
+  dnnl_memory_set_data_handle(c->src, src_buf ? src_buf : in->data);
+  dnnl_memory_set_data_handle(c->dst, out->data);
   rc = AN_EMODEL;
   if (!c->w_ready || !a->weights_const) {
     dnnl_memory_set_data_handle(c->w_user, (void *)a->weights);
@@ -188,7 +197,7 @@ int an_conv_dnnl(an_oexec_t *x, an_onode_t *n, const an_conv_args_t *a) {
       goto done;
     c->w_ready = 1;
   }
-  if (c->src_reorder && run_reorder(m, c->src_in, c->src_user, c->src) != 0)
+  if (src_buf && run_reorder(m, c->src_in, c->src_user, c->src) != 0)
     goto done;
   dnnl_exec_arg_t args[5];
   int na = 0;
@@ -203,13 +212,10 @@ int an_conv_dnnl(an_oexec_t *x, an_onode_t *n, const an_conv_args_t *a) {
     args[na++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, c->scratch};
   if (dnnl_primitive_execute(c->conv, m->stream, na, args) != dnnl_success)
     goto done;
-  if (c->dst_reorder && run_reorder(m, c->dst_out, c->dst, c->dst_user) != 0)
-    goto done;
   rc = dnnl_stream_wait(m->stream) == dnnl_success ? 0 : AN_EMODEL;
 done:
   if (rc == AN_EMODEL)
     an_oexec_fail(x, rc, "the convolution kernel failed");
   an_oexec_scratch_free(x, src_buf, c->src_bytes);
-  an_oexec_scratch_free(x, dst_buf, c->dst_bytes);
   return rc;
 }

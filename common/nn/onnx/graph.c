@@ -515,6 +515,8 @@ int an_onnx_load(const void *bytes, size_t len, const an_onnx_limits_t *lim, an_
     m->is_const[n->out[0]] = 1;
   }
 
+  an_onnx_fuse(m);
+
   /* Static shapes with a symbolic batch: infer at batch 1 and at batch 2;
    * dimensions that differ follow the batch. */
   {
@@ -613,4 +615,33 @@ int an_onnx_input_shape(const an_onnx_t *m, size_t i, int *dtype, int *ndim, int
 
 int an_onnx_output_shape(const an_onnx_t *m, size_t i, int *dtype, int *ndim, int64_t *dims) {
   return i < m->n_outputs ? an_shape_out(&m->out_info[i], dtype, ndim, dims) : AN_EMODEL;
+}
+
+void an_onnx_fuse(an_onnx_t *m) {
+  for (size_t i = 0; i < m->n_nodes; i++) {
+    an_onode_t *conv = &m->nodes[i];
+    if (strcmp(conv->op->name, "Conv") != 0 || conv->out[0] < 0)
+      continue;
+    int v = conv->out[0], graph_output = 0;
+    for (size_t k = 0; k < m->n_outputs; k++)
+      graph_output |= m->outputs[k] == v;
+    if (graph_output || m->consumers[v] != 1)
+      continue;
+    /* The single reader comes later in topological order. */
+    for (size_t j = i + 1; j < m->n_nodes; j++) {
+      an_onode_t *r = &m->nodes[j];
+      int reads = 0;
+      for (int k = 0; k < r->n_in; k++)
+        reads |= r->in[k] == v;
+      if (!reads)
+        continue;
+      if (strcmp(r->op->name, "Relu") == 0 && r->n_out == 1 && r->out[0] >= 0) {
+        conv->out[0] = r->out[0];
+        conv->fused_relu = 1;
+        m->consumers[v] = 0;
+        r->n_in = r->n_out = 0; /* the pass skips it */
+      }
+      break;
+    }
+  }
 }

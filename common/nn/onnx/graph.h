@@ -11,12 +11,25 @@
 #include "common/nn/onnx/onnx.h"
 #include "proto/onnx.pb-c.h"
 
+/* A float tensor kept in one of oneDNN's blocked layouts (nChw16c and the
+ * like) between operators that understand it, so a chain of convolutions and
+ * pools pays no reorder per operator. Owned by the kernel cache of the node
+ * that produces it, so it outlives every run's values. */
+typedef struct an_olayout {
+  dnnl_memory_desc_t md;    /* the blocked layout */
+  size_t bytes;             /* its size, padding included */
+  dnnl_primitive_t to_plain; /* reorder to row-major NCHW */
+  dnnl_memory_t from_mem, to_mem;
+} an_olayout_t;
+
 /* A tensor value during shape probing or a run. */
 typedef struct an_oval {
   int dtype;
   int ndim;
   int64_t dims[AN_ONNX_MAX_DIMS];
   void *data;   /* NULL while only the shape is known */
+  size_t bytes; /* size of data as allocated (a blocked layout pads) */
+  const an_olayout_t *layout; /* NULL: row-major; else data is in this layout */
   int borrowed; /* data belongs to someone else (initializer, caller) */
   int present;  /* the value exists in this pass */
 } an_oval_t;
@@ -37,6 +50,7 @@ typedef struct an_oop {
   const char *name;
   int min_inputs, max_inputs, min_outputs, max_outputs;
   an_op_fn run;
+  int blocked_ok; /* accepts inputs in a blocked layout; others get row-major */
 } an_oop_t;
 
 struct an_onode {
@@ -46,6 +60,9 @@ struct an_onode {
   int *in, *out; /* value indices; -1 for an omitted optional input */
   void *cache;   /* the op's per-shape state (oneDNN primitives) */
   void (*cache_free)(void *);
+  /* Set at load by an_onnx_fuse: a Conv that applies the Relu which
+   * followed it (that Relu node is then dropped: n_in = n_out = 0). */
+  int fused_relu;
 };
 
 struct an_onnx {
@@ -82,6 +99,7 @@ struct an_oexec {
   an_oval_t *vals;
   int probe;
   uint64_t live_bytes;  /* tensors and operator scratch, against max_memory_bytes */
+  int *left;            /* readers still to come, per value */
   double deadline;      /* monotonic seconds; 0 = none */
   char *err;
   size_t errlen;
@@ -95,6 +113,24 @@ struct an_oexec {
 int an_oexec_alloc(an_oexec_t *x, an_oval_t *v, int dtype, int ndim, const int64_t *dims);
 int an_oexec_fail(an_oexec_t *x, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* The same for a float tensor in a blocked layout (v->layout = l). */
+int an_oexec_alloc_blocked(an_oexec_t *x, an_oval_t *v, int ndim, const int64_t *dims,
+                           const an_olayout_t *l);
+/* Moves the input's buffer to the output when this node is its last reader
+ * (and it is the run's own), so element-wise operators work in place.
+ * Returns 1 if it did (out then has in's shape, layout and data). */
+int an_oexec_steal(an_oexec_t *x, const an_onode_t *n, int k, an_oval_t *in, an_oval_t *out);
+/* Converts a blocked value to row-major in a new buffer; no-op if plain. */
+int an_oval_make_plain(an_oexec_t *x, an_oval_t *v);
+/* Blocked layouts, built by the kernels that produce them. */
+int an_olayout_init(an_onnx_t *m, an_olayout_t *l, const dnnl_memory_desc_t *md);
+void an_olayout_destroy(an_olayout_t *l);
+/* The model's oneDNN engine and stream, created on first use. */
+int an_onnx_engine(an_onnx_t *m);
+/* Folds each Relu into the Conv before it where that Conv's output has no
+ * other reader and is not a graph output. Called once at load. */
+void an_onnx_fuse(an_onnx_t *m);
+
 /* Scratch memory for an operator, counted against the memory limit. */
 void *an_oexec_scratch(an_oexec_t *x, size_t bytes);
 void an_oexec_scratch_free(an_oexec_t *x, void *p, size_t bytes);

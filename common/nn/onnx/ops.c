@@ -12,6 +12,7 @@
 #include "common/error.h"
 #include "common/nn/onnx/conv_dnnl.h"
 #include "common/nn/onnx/graph.h"
+#include "common/nn/onnx/pool_dnnl.h"
 
 #define AN_MAX_KERNEL 1024
 
@@ -143,11 +144,23 @@ static int an_unary(an_oexec_t *x, const an_onode_t *n, an_oval_t **in, an_oval_
       }
     }
   }
-  if ((rc = an_oexec_alloc(x, out[0], AN_ONNX_FLOAT, in[0]->ndim, in[0]->dims)) || !out[0]->data)
+  /* Functions with f(0) = 0 keep a blocked layout's zero padding zero, so
+   * they run on blocked tensors as they are; the others get row-major. */
+  int keeps_zero = kind == UN_RELU || kind == UN_LEAKY || kind == UN_TANH ||
+                   (kind == UN_CLIP && lo <= 0 && hi >= 0);
+  if (in[0]->layout && !keeps_zero && (rc = an_oval_make_plain(x, in[0])) != 0)
     return rc;
-  const float *restrict a = in[0]->data;
-  float *restrict y = out[0]->data;
-  size_t count = an_oval_numel(in[0]);
+  /* In place when this node is the input's last reader. */
+  if (!an_oexec_steal(x, n, 0, in[0], out[0]) &&
+      ((rc = in[0]->layout ? an_oexec_alloc_blocked(x, out[0], in[0]->ndim, in[0]->dims,
+                                                    in[0]->layout)
+                           : an_oexec_alloc(x, out[0], AN_ONNX_FLOAT, in[0]->ndim,
+                                            in[0]->dims)) ||
+       !out[0]->data))
+    return rc;
+  const float *a = in[0]->data ? in[0]->data : out[0]->data;
+  float *y = out[0]->data;
+  size_t count = out[0]->layout ? out[0]->bytes / sizeof(float) : an_oval_numel(out[0]);
   /* One loop per kind, so each vectorises. */
   switch (kind) {
   case UN_RELU:
@@ -268,8 +281,34 @@ static int an_binary(an_oexec_t *x, an_oval_t **in, an_oval_t **out, an_binary_t
   return 0;
 }
 
+/* Add of two tensors in the same blocked layout (a residual connection
+ * between convolutions): element by element over the padded buffers, whose
+ * padding is zero in both, in place in an operand this node reads last. */
+static int an_add_blocked(an_oexec_t *x, const an_onode_t *n, an_oval_t **in, an_oval_t **out) {
+  int rc;
+  if (!an_oexec_steal(x, n, 0, in[0], out[0]) && !an_oexec_steal(x, n, 1, in[1], out[0]) &&
+      (rc = an_oexec_alloc_blocked(x, out[0], in[0]->ndim, in[0]->dims, in[0]->layout)) != 0)
+    return rc;
+  const float *a = in[0]->data ? in[0]->data : out[0]->data;
+  const float *b = in[1]->data ? in[1]->data : out[0]->data;
+  float *y = out[0]->data;
+  size_t count = out[0]->bytes / sizeof(float);
+#pragma omp parallel for simd schedule(static) if (parallel : count > 65536)
+  for (size_t i = 0; i < count; i++)
+    y[i] = a[i] + b[i];
+  return 0;
+}
+
 static int op_add(an_oexec_t *x, const an_onode_t *n, an_oval_t **in, an_oval_t **out) {
-  (void)n;
+  int rc;
+  if (in[0]->layout || in[1]->layout) {
+    if (in[0]->layout && in[1]->layout && in[0]->ndim == in[1]->ndim &&
+        memcmp(in[0]->dims, in[1]->dims, sizeof in[0]->dims) == 0 &&
+        dnnl_memory_desc_equal(&in[0]->layout->md, &in[1]->layout->md))
+      return an_add_blocked(x, n, in, out);
+    if ((rc = an_oval_make_plain(x, in[0])) != 0 || (rc = an_oval_make_plain(x, in[1])) != 0)
+      return rc;
+  }
   return an_binary(x, in, out, BIN_ADD);
 }
 static int op_sub(an_oexec_t *x, const an_onode_t *n, an_oval_t **in, an_oval_t **out) {
@@ -870,8 +909,8 @@ static int op_conv(an_oexec_t *x, const an_onode_t *n, an_oval_t **in, an_oval_t
   if (b && (b->dtype != AN_ONNX_FLOAT || b->ndim != 1 || b->dims[0] != M))
     return an_oexec_fail(x, AN_EMODEL, "Conv bias must have M values");
   int64_t dims[4] = {N, M, w.out[0], w.out[1]};
-  if ((rc = an_oexec_alloc(x, out[0], AN_ONNX_FLOAT, 4, dims)) != 0 || !out[0]->data)
-    return rc;
+  if (x->probe)
+    return an_oexec_alloc(x, out[0], AN_ONNX_FLOAT, 4, dims);
   /* oneDNN's direct kernels first; im2col + sgemm where they have none. */
   an_conv_args_t ca = {
       .n = N, .c = C, .h = H, .w = W, .m = M, .oh = w.out[0], .ow = w.out[1], .kh = kk[0],
@@ -879,9 +918,12 @@ static int op_conv(an_oexec_t *x, const an_onode_t *n, an_oval_t **in, an_oval_t
       .ph0 = w.pb[0], .pw0 = w.pb[1],
       .ph1 = (w.out[0] - 1) * w.s[0] + (kk[0] - 1) * w.d[0] + 1 - H - w.pb[0],
       .pw1 = (w.out[1] - 1) * w.s[1] + (kk[1] - 1) * w.d[1] + 1 - W - w.pb[1],
-      .input = in[0]->data, .weights = in[1]->data, .bias = b ? b->data : NULL,
-      .weights_const = n->in[1] >= 0 && x->m->is_const[n->in[1]], .output = out[0]->data};
-  if ((rc = an_conv_dnnl(x, (an_onode_t *)n, &ca)) != AN_EUNSUPPORTED)
+      .weights = in[1]->data, .bias = b ? b->data : NULL,
+      .weights_const = n->in[1] >= 0 && x->m->is_const[n->in[1]]};
+  if ((rc = an_conv_dnnl(x, (an_onode_t *)n, &ca, in[0], out[0], dims)) != AN_EUNSUPPORTED)
+    return rc;
+  if ((rc = an_oval_make_plain(x, in[0])) != 0 ||
+      (rc = an_oexec_alloc(x, out[0], AN_ONNX_FLOAT, 4, dims)) != 0)
     return rc;
   rc = 0;
   int64_t rows = CG * kk[0] * kk[1], cols = w.out[0] * w.out[1], MG = M / group;
@@ -904,6 +946,11 @@ static int op_conv(an_oexec_t *x, const an_onode_t *n, an_oval_t **in, an_oval_t
                     dst, cols);
     }
   an_oexec_scratch_free(x, col, col_bytes);
+  if (n->fused_relu) {
+    size_t count = an_oval_numel(out[0]);
+    for (size_t i = 0; i < count; i++)
+      y[i] = y[i] > 0 ? y[i] : 0;
+  }
   return rc;
 }
 
@@ -1008,6 +1055,35 @@ static int an_pool(an_oexec_t *x, const an_onode_t *n, an_oval_t **in, an_oval_t
     if (w.pb[i] >= (w.k[i] - 1) * w.d[i] + 1 || w.pe[i] >= (w.k[i] - 1) * w.d[i] + 1)
       return an_oexec_fail(x, AN_EMODEL, "pooling padding must be smaller than the window");
   int64_t dims[4] = {N, C, w.out[0], w.out[1]};
+  if (!x->probe) {
+    /* oneDNN's kernel, in the input's layout. Its end padding is what the
+     * output size implies (floor mode may leave input rows unread: 0). */
+    int64_t end[2];
+    for (int i = 0; i < 2; i++) {
+      end[i] = (w.out[i] - 1) * w.s[i] + (w.k[i] - 1) * w.d[i] + 1 - hw[i] - w.pb[i];
+      end[i] = end[i] < 0 ? 0 : end[i];
+    }
+    /* count_include_pad counts explicit padding but not ceil-mode overhang,
+     * which oneDNN cannot tell apart: that case stays on the loop below. */
+    int overhang = end[0] != w.pe[0] || end[1] != w.pe[1];
+    /* A oneDNN call cannot be interrupted; windows over 32 x 32 (rare, and
+     * their cost grows with the window's area) stay on the loop below,
+     * which watches the deadline. */
+    int small = w.k[0] * w.k[1] <= 32 * 32;
+    if (small && (max || !include_pad || !overhang)) {
+      an_pool_args_t pa = {
+          .n = N, .c = C, .h = H, .w = W, .oh = w.out[0], .ow = w.out[1], .kh = w.k[0],
+          .kw = w.k[1], .sh = w.s[0], .sw = w.s[1], .dh = w.d[0], .dw = w.d[1],
+          .ph0 = w.pb[0], .pw0 = w.pb[1], .ph1 = end[0], .pw1 = end[1],
+          .alg = max ? dnnl_pooling_max
+                     : include_pad ? dnnl_pooling_avg_include_padding
+                                   : dnnl_pooling_avg_exclude_padding};
+      if ((rc = an_pool_dnnl(x, (an_onode_t *)n, &pa, in[0], out[0], dims)) != AN_EUNSUPPORTED)
+        return rc;
+    }
+    if ((rc = an_oval_make_plain(x, in[0])) != 0)
+      return rc;
+  }
   if ((rc = an_oexec_alloc(x, out[0], AN_ONNX_FLOAT, 4, dims)) != 0 || !out[0]->data)
     return rc;
   const float *a = in[0]->data;
@@ -1064,7 +1140,6 @@ static int op_avgpool(an_oexec_t *x, const an_onode_t *n, an_oval_t **in, an_ova
 static int op_gap(an_oexec_t *x, const an_onode_t *n, an_oval_t **in, an_oval_t **out) {
   int64_t dims[AN_ONNX_MAX_DIMS];
   int rc, r = in[0]->ndim;
-  (void)n;
   if ((rc = an_need_float(x, in[0], "GlobalAveragePool input")) != 0)
     return rc;
   if (r < 3)
@@ -1075,7 +1150,16 @@ static int op_gap(an_oexec_t *x, const an_onode_t *n, an_oval_t **in, an_oval_t 
     sp *= (size_t)dims[i];
     dims[i] = 1;
   }
-  if ((rc = an_oexec_alloc(x, out[0], AN_ONNX_FLOAT, r, dims)) != 0 || !out[0]->data)
+  if (!x->probe && r == 4 && sp > 0) {
+    int64_t h = in[0]->dims[2], w = in[0]->dims[3];
+    an_pool_args_t pa = {.n = dims[0], .c = dims[1], .h = h, .w = w, .oh = 1, .ow = 1, .kh = h,
+                         .kw = w, .sh = 1, .sw = 1, .dh = 1, .dw = 1,
+                         .alg = dnnl_pooling_avg_exclude_padding};
+    if ((rc = an_pool_dnnl(x, (an_onode_t *)n, &pa, in[0], out[0], dims)) != AN_EUNSUPPORTED)
+      return rc;
+  }
+  if ((rc = an_oval_make_plain(x, in[0])) != 0 ||
+      (rc = an_oexec_alloc(x, out[0], AN_ONNX_FLOAT, r, dims)) != 0 || !out[0]->data)
     return rc;
   size_t planes = (size_t)(dims[0] * dims[1]);
   for (size_t p = 0; p < planes; p++) {
@@ -1164,36 +1248,36 @@ static int op_constant(an_oexec_t *x, const an_onode_t *n, an_oval_t **in, an_ov
 }
 
 static const an_oop_t an_oops[] = {
-    {"Add", 2, 2, 1, 1, op_add},
-    {"AveragePool", 1, 1, 1, 1, op_avgpool},
+    {"Add", 2, 2, 1, 1, op_add, 1},
+    {"AveragePool", 1, 1, 1, 1, op_avgpool, 1},
     {"BatchNormalization", 5, 5, 1, 5, op_batchnorm},
-    {"Clip", 1, 3, 1, 1, op_clip},
+    {"Clip", 1, 3, 1, 1, op_clip, 1},
     {"Concat", 1, 64, 1, 1, op_concat},
     {"Constant", 0, 0, 1, 1, op_constant},
-    {"Conv", 2, 3, 1, 1, op_conv},
+    {"Conv", 2, 3, 1, 1, op_conv, 1},
     {"ConvTranspose", 2, 3, 1, 1, op_convtranspose},
     {"Div", 2, 2, 1, 1, op_div},
     {"Dropout", 1, 3, 1, 2, op_dropout},
     {"Flatten", 1, 1, 1, 1, op_flatten},
     {"Gather", 2, 2, 1, 1, op_gather},
     {"Gemm", 2, 3, 1, 1, op_gemm},
-    {"GlobalAveragePool", 1, 1, 1, 1, op_gap},
+    {"GlobalAveragePool", 1, 1, 1, 1, op_gap, 1},
     {"Identity", 1, 1, 1, 1, op_identity},
-    {"LeakyRelu", 1, 1, 1, 1, op_leaky},
+    {"LeakyRelu", 1, 1, 1, 1, op_leaky, 1},
     {"LogSoftmax", 1, 1, 1, 1, op_logsoftmax},
     {"MatMul", 2, 2, 1, 1, op_matmul},
-    {"MaxPool", 1, 1, 1, 2, op_maxpool},
+    {"MaxPool", 1, 1, 1, 2, op_maxpool, 1},
     {"Mul", 2, 2, 1, 1, op_mul},
     {"Pad", 1, 4, 1, 1, op_pad},
     {"ReduceMean", 1, 1, 1, 1, op_reducemean},
-    {"Relu", 1, 1, 1, 1, op_relu},
+    {"Relu", 1, 1, 1, 1, op_relu, 1},
     {"Reshape", 2, 2, 1, 1, op_reshape},
     {"Shape", 1, 1, 1, 1, op_shape},
     {"Sigmoid", 1, 1, 1, 1, op_sigmoid},
     {"Softmax", 1, 1, 1, 1, op_softmax},
     {"Squeeze", 1, 2, 1, 1, op_squeeze},
     {"Sub", 2, 2, 1, 1, op_sub},
-    {"Tanh", 1, 1, 1, 1, op_tanh},
+    {"Tanh", 1, 1, 1, 1, op_tanh, 1},
     {"Transpose", 1, 1, 1, 1, op_transpose},
     {"Unsqueeze", 1, 2, 1, 1, op_unsqueeze},
 };

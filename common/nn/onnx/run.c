@@ -50,8 +50,11 @@ int an_oexec_fail(an_oexec_t *x, int code, const char *fmt, ...) {
   return code;
 }
 
-int an_oexec_alloc(an_oexec_t *x, an_oval_t *v, int dtype, int ndim, const int64_t *dims) {
-  size_t n = 1, bytes;
+/* Shape checks and the allocation shared by row-major and blocked values;
+ * `bytes` = 0 asks for the row-major size. */
+static int an_oexec_alloc_as(an_oexec_t *x, an_oval_t *v, int dtype, int ndim,
+                             const int64_t *dims, size_t bytes, const an_olayout_t *layout) {
+  size_t n = 1;
   if (ndim < 0 || ndim > AN_ONNX_MAX_DIMS)
     return an_oexec_fail(x, AN_EUNSUPPORTED, "a result with %d dimensions", ndim);
   for (int i = 0; i < ndim; i++) {
@@ -76,7 +79,8 @@ int an_oexec_alloc(an_oexec_t *x, an_oval_t *v, int dtype, int ndim, const int64
    * of them (Shape -> Gather -> Concat -> Reshape). */
   if (x->probe && dtype != AN_ONNX_INT64)
     return 0;
-  bytes = n * an_onnx_dtype_size(dtype);
+  if (!bytes)
+    bytes = n * an_onnx_dtype_size(dtype);
   uint64_t used = x->live_bytes + x->m->cache_bytes;
   if (used > x->m->lim.max_memory_bytes || bytes > x->m->lim.max_memory_bytes - used)
     return an_oexec_fail(x, AN_ETOOBIG, "the run would need more than %llu bytes",
@@ -86,12 +90,34 @@ int an_oexec_alloc(an_oexec_t *x, an_oval_t *v, int dtype, int ndim, const int64
     /* Idle pooled buffers give way before the process grows past the limit. */
     if (x->m->pool_bytes > x->m->lim.max_memory_bytes - used - bytes)
       an_pool_flush(x->m);
-    v->data = malloc(bytes ? bytes : 1);
+    /* 64-byte alignment: oneDNN's kernels load whole cache lines. */
+    v->data = aligned_alloc(64, (bytes + 63) / 64 * 64 + (bytes == 0) * 64);
   }
   if (!v->data)
     return an_oexec_fail(x, UV_ENOMEM, "out of memory");
+  v->bytes = bytes;
+  v->layout = layout;
   x->live_bytes += bytes;
   return 0;
+}
+
+int an_oexec_alloc(an_oexec_t *x, an_oval_t *v, int dtype, int ndim, const int64_t *dims) {
+  return an_oexec_alloc_as(x, v, dtype, ndim, dims, 0, NULL);
+}
+
+int an_oexec_alloc_blocked(an_oexec_t *x, an_oval_t *v, int ndim, const int64_t *dims,
+                           const an_olayout_t *l) {
+  return an_oexec_alloc_as(x, v, AN_ONNX_FLOAT, ndim, dims, l->bytes, l);
+}
+
+int an_oexec_steal(an_oexec_t *x, const an_onode_t *n, int k, an_oval_t *in, an_oval_t *out) {
+  if (x->probe || !x->left || n->in[k] < 0 || x->left[n->in[k]] != 1 || in->borrowed ||
+      !in->data)
+    return 0;
+  *out = *in;
+  in->data = NULL; /* released after the node without touching the buffer */
+  in->bytes = 0;
+  return 1;
 }
 
 void *an_oexec_scratch(an_oexec_t *x, size_t bytes) {
@@ -102,7 +128,8 @@ void *an_oexec_scratch(an_oexec_t *x, size_t bytes) {
                   (unsigned long long)x->m->lim.max_memory_bytes);
     return NULL;
   }
-  if (!(p = an_pool_take(x->m, bytes)) && !(p = malloc(bytes ? bytes : 1))) {
+  if (!(p = an_pool_take(x->m, bytes)) &&
+      !(p = aligned_alloc(64, (bytes + 63) / 64 * 64 + (bytes == 0) * 64))) {
     an_oexec_fail(x, UV_ENOMEM, "out of memory");
     return NULL;
   }
@@ -119,9 +146,8 @@ void an_oexec_scratch_free(an_oexec_t *x, void *p, size_t bytes) {
 
 static void an_oval_release(an_oexec_t *x, an_oval_t *v) {
   if (!v->borrowed && v->data) {
-    size_t bytes = an_oval_numel(v) * an_onnx_dtype_size(v->dtype);
-    x->live_bytes -= bytes;
-    an_pool_put(x->m, v->data, bytes);
+    x->live_bytes -= v->bytes;
+    an_pool_put(x->m, v->data, v->bytes);
   }
   memset(v, 0, sizeof *v);
 }
@@ -152,6 +178,7 @@ static int an_onnx_pass(an_oexec_t *x) {
   if (!left)
     return an_oexec_fail(x, UV_ENOMEM, "out of memory");
   memcpy(left, m->consumers, m->n_values * sizeof *left);
+  x->left = left;
   for (size_t v = 0; v < m->n_values; v++)
     if (m->is_const[v]) {
       x->vals[v] = m->consts[v];
@@ -164,8 +191,8 @@ static int an_onnx_pass(an_oexec_t *x) {
       rc = an_oexec_fail(x, AN_EUNSUPPORTED, "node %zu has too many inputs or outputs", i);
       break;
     }
-    if (strcmp(n->op->name, "Constant") == 0)
-      continue; /* evaluated at load */
+    if (strcmp(n->op->name, "Constant") == 0 || n->n_out == 0)
+      continue; /* evaluated at load, or fused into the node before it */
     if ((rc = an_oexec_check_time(x)) != 0)
       break;
     for (int k = 0; k < n->n_in; k++) {
@@ -181,6 +208,10 @@ static int an_onnx_pass(an_oexec_t *x) {
         break;
       }
     }
+    /* Operators that only know row-major get row-major. */
+    for (int k = 0; !rc && !n->op->blocked_ok && k < n->n_in; k++)
+      if (in[k] && in[k]->layout)
+        rc = an_oval_make_plain(x, in[k]);
     if (rc)
       break;
     for (int o = 0; o < n->n_out; o++) {
@@ -204,6 +235,7 @@ static int an_onnx_pass(an_oexec_t *x) {
       if (n->in[k] >= 0 && --left[n->in[k]] == 0)
         an_oval_release(x, &x->vals[n->in[k]]);
   }
+  x->left = NULL;
   free(left);
   return rc;
 }
@@ -242,7 +274,7 @@ int an_onnx_probe(an_onnx_t *m, int64_t batch, an_oval_t *outs, char *err, size_
     /* An int64 input's values are unknown until a run: shapes computed
      * from them cannot be inferred now (an_ints_of reports it). */
     if (!rc && v->data) {
-      x.live_bytes -= an_oval_numel(v) * an_onnx_dtype_size(v->dtype);
+      x.live_bytes -= v->bytes;
       free(v->data);
       v->data = NULL;
     }
@@ -295,6 +327,8 @@ int an_onnx_run(an_onnx_t *m, const an_onnx_tensor_t *inputs, size_t n_in,
     goto done;
   for (size_t i = 0; i < n_out; i++) {
     an_oval_t *v = &x.vals[m->outputs[i]];
+    if ((rc = an_oval_make_plain(&x, v)) != 0)
+      goto done;
     size_t bytes = an_oval_numel(v) * an_onnx_dtype_size(v->dtype);
     outputs[i].dtype = v->dtype;
     outputs[i].ndim = v->ndim;
@@ -307,7 +341,7 @@ int an_onnx_run(an_onnx_t *m, const an_onnx_tensor_t *inputs, size_t n_in,
       memcpy(outputs[i].data, v->data, bytes);
     } else {
       outputs[i].data = v->data; /* ownership moves to the caller */
-      x.live_bytes -= bytes;
+      x.live_bytes -= v->bytes;
       v->data = NULL;
     }
   }
