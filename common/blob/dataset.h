@@ -28,15 +28,24 @@ typedef struct an_dataset {
   uint8_t *images;     /* n * c * h * w bytes, N x C x H x W; owned */
   uint8_t *labels;     /* n bytes, each < n_classes; owned */
   int n_classes;       /* 10 for MNIST, Fashion-MNIST and CIFAR-10; max label + 1 for npy */
-  char digest[65];     /* SHA-256 (hex) over the split's files' bytes as stored */
+  char digest[65];     /* SHA-256 (hex) over the split's whole files as stored (a .gz
+                          stays compressed), images file then labels file, CIFAR-10
+                          batches in order; the same whatever `limit` */
 } an_dataset_t;
 
 /* Loads one split of the dataset in `dir` into `out` (release with
  * an_dataset_free, also safe after a failure). `limit` keeps only the first
- * `limit` images (0 = all). Returns 0; AN_EFORMAT for a malformed file;
- * UV_ENOENT when the folder holds no known dataset (the
- * message lists what was looked for); AN_ETOOBIG for absurd sizes; UV_ENOMEM;
- * or a negated errno. */
+ * `limit` images (0 = all); headers are still checked against the whole
+ * files, so a count mismatch is an error whatever the limit. The format is
+ * recognised by any file of either split (idx first, then CIFAR-10, then
+ * npy), so a missing companion file is named rather than reported as "no
+ * dataset". Reads the disk: run it off any event loop.
+ *
+ * Returns 0; AN_EFORMAT for a malformed file; AN_EUNSUPPORTED for a valid
+ * .npy of another dtype; UV_ENOENT when the folder holds no known dataset
+ * (the message lists what was looked for) or lacks one of the split's files
+ * (the message names it); AN_ETOOBIG for absurd sizes; UV_ENOMEM; or a
+ * negated errno (UV_ENOTDIR when `dir` is not a folder). */
 int an_dataset_load(const char *dir, an_dataset_split_t split, size_t limit, an_dataset_t *out,
                     char *err, size_t errlen);
 void an_dataset_free(an_dataset_t *d);
@@ -45,7 +54,11 @@ void an_dataset_free(an_dataset_t *d);
  * seeded permutation of 0..n-1 written to `order` (n entries), of which the
  * first *n_train are the training images and the rest validation.
  * n_val = round(n * val_fraction), at least 1 when 0 < val_fraction and
- * n >= 2. The same (n, val_fraction, seed) always gives the same split. */
+ * n >= 2, and at most n - 1 so that training keeps an image. The same
+ * (n, val_fraction, seed) always gives the same split, on any machine: the
+ * permutation is a Fisher-Yates shuffle driven by common/nn/rng.h
+ * (xoshiro256** seeded through splitmix64). Returns 0, or UV_EINVAL when
+ * val_fraction is outside [0, 1) or n is over UINT32_MAX. */
 int an_dataset_split(size_t n, double val_fraction, uint64_t seed, uint32_t *order,
                      size_t *n_train);
 
