@@ -15,6 +15,7 @@
 typedef struct run_settings {
   int64_t max_seconds;
   uint64_t max_memory;
+  bool bf16;
 } run_settings_t;
 
 static const an_option_t run_options[] = {
@@ -22,6 +23,8 @@ static const an_option_t run_options[] = {
      "give up on a run after this long"},
     {"max-memory", AN_OPT_SIZE, offsetof(run_settings_t, max_memory), "4G", 1 << 20,
      1099511627776.0, "BYTES", "refuse runs that would need more memory"},
+    {"bf16", AN_OPT_BOOL, offsetof(run_settings_t, bf16), "false", 0, 0, NULL,
+     "convolutions in bfloat16 (faster with AMX; ~3 digits)"},
 };
 
 static const an_command_spec_t run_spec = {
@@ -61,6 +64,7 @@ int an_worker_onnx_run(int argc, char **argv) {
     fprintf(stderr, "archnet-worker onnx-run: model refused: %s\n", err);
     goto done;
   }
+  an_onnx_set_bf16(m, s.bf16);
   if (an_onnx_input_count(m) != 1 || an_onnx_input_shape(m, 0, &dtype, &ndim, dims) != 0 ||
       dtype != AN_ONNX_FLOAT || ndim != 4) {
     fprintf(stderr, "archnet-worker onnx-run: %s: the model must take one float32 N x C x H x W "

@@ -19,11 +19,11 @@ typedef struct conv_cache {
   int64_t key[20];         /* every shape parameter and the weight buffer's identity */
   dnnl_primitive_t conv, src_in, w_in;
   dnnl_memory_t src_user, src, w_user, w, b, dst, scratch;
-  dnnl_memory_desc_t src_md;
+  dnnl_memory_desc_t in_md; /* the input layout it was built for */
   size_t src_bytes, w_bytes, scratch_bytes;
   void *w_buf, *scratch_buf;
   int w_ready;             /* constant weights already reordered */
-  int src_reorder;         /* row-major input needs a reorder */
+  int src_reorder;         /* the input needs a reorder into the kernel's layout */
   an_olayout_t dst_layout; /* the output's layout, when blocked */
   int dst_blocked;
 } conv_cache_t;
@@ -56,8 +56,11 @@ static int reorder_prim(dnnl_engine_t eng, const dnnl_memory_desc_t *from,
 /* Builds the cache for this input shape; AN_EUNSUPPORTED when oneDNN has
  * no kernel (the caller falls back to im2col). */
 static int conv_build(an_onnx_t *m, const an_onode_t *n, const an_conv_args_t *a,
-                      conv_cache_t *c) {
-  dnnl_memory_desc_t src_u, src_a, w_u, w_a, b_md, dst_u, dst_a;
+                      const dnnl_memory_desc_t *in_md, conv_cache_t *c) {
+  dnnl_memory_desc_t src_a, w_u, w_a, b_md, dst_u, dst_a;
+  /* bf16 mode: the kernel reads bfloat16 activations and weights (AMX or
+   * AVX-512 BF16) and accumulates and writes float32. */
+  dnnl_data_type_t in_type = m->bf16 ? dnnl_bf16 : dnnl_f32;
   dnnl_convolution_desc_t cd;
   dnnl_primitive_desc_t pd = NULL;
   dnnl_primitive_attr_t attr = NULL;
@@ -72,16 +75,16 @@ static int conv_build(an_onnx_t *m, const an_onode_t *n, const an_conv_args_t *a
 
   if (an_onnx_engine(m) != 0)
     return AN_EUNSUPPORTED;
-  dnnl_memory_desc_init_by_tag(&src_u, 4, sdims, dnnl_f32, dnnl_nchw);
+  c->in_md = *in_md;
   dnnl_memory_desc_init_by_tag(&dst_u, 4, ddims, dnnl_f32, dnnl_nchw);
-  dnnl_memory_desc_init_by_tag(&src_a, 4, sdims, dnnl_f32, dnnl_format_tag_any);
+  dnnl_memory_desc_init_by_tag(&src_a, 4, sdims, in_type, dnnl_format_tag_any);
   dnnl_memory_desc_init_by_tag(&dst_a, 4, ddims, dnnl_f32, dnnl_format_tag_any);
   if (g) {
     dnnl_memory_desc_init_by_tag(&w_u, 5, gwdims, dnnl_f32, dnnl_goihw);
-    dnnl_memory_desc_init_by_tag(&w_a, 5, gwdims, dnnl_f32, dnnl_format_tag_any);
+    dnnl_memory_desc_init_by_tag(&w_a, 5, gwdims, in_type, dnnl_format_tag_any);
   } else {
     dnnl_memory_desc_init_by_tag(&w_u, 4, wdims, dnnl_f32, dnnl_oihw);
-    dnnl_memory_desc_init_by_tag(&w_a, 4, wdims, dnnl_f32, dnnl_format_tag_any);
+    dnnl_memory_desc_init_by_tag(&w_a, 4, wdims, in_type, dnnl_format_tag_any);
   }
   dnnl_memory_desc_init_by_tag(&b_md, 1, bdims, dnnl_f32, dnnl_a);
   if (dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_inference,
@@ -105,8 +108,7 @@ static int conv_build(an_onnx_t *m, const an_onode_t *n, const an_conv_args_t *a
   const dnnl_memory_desc_t *dst_q = dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
   const dnnl_memory_desc_t *w_q = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
   const dnnl_memory_desc_t *sp_q = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
-  c->src_md = *src_q;
-  c->src_reorder = !dnnl_memory_desc_equal(src_q, &src_u);
+  c->src_reorder = !dnnl_memory_desc_equal(src_q, in_md);
   c->dst_blocked = !dnnl_memory_desc_equal(dst_q, &dst_u);
   c->src_bytes = dnnl_memory_desc_get_size(src_q);
   c->w_bytes = dnnl_memory_desc_get_size(w_q);
@@ -121,7 +123,7 @@ static int conv_build(an_onnx_t *m, const an_onode_t *n, const an_conv_args_t *a
   if (!(c->w_buf = aligned_alloc(64, (c->w_bytes + 63) / 64 * 64)) ||
       !(c->scratch_buf = aligned_alloc(64, (c->scratch_bytes + 64) / 64 * 64)))
     goto done;
-  if (dnnl_memory_create(&c->src_user, &src_u, m->eng, DNNL_MEMORY_NONE) ||
+  if (dnnl_memory_create(&c->src_user, in_md, m->eng, DNNL_MEMORY_NONE) ||
       dnnl_memory_create(&c->src, src_q, m->eng, DNNL_MEMORY_NONE) ||
       dnnl_memory_create(&c->dst, dst_q, m->eng, DNNL_MEMORY_NONE) ||
       dnnl_memory_create(&c->w_user, &w_u, m->eng, DNNL_MEMORY_NONE) ||
@@ -131,7 +133,7 @@ static int conv_build(an_onnx_t *m, const an_onode_t *n, const an_conv_args_t *a
     goto done;
   c->m = m;
   m->cache_bytes += cached;
-  if ((c->src_reorder && reorder_prim(m->eng, &src_u, src_q, &c->src_in)) ||
+  if ((c->src_reorder && reorder_prim(m->eng, in_md, src_q, &c->src_in)) ||
       reorder_prim(m->eng, &w_u, w_q, &c->w_in) ||
       (c->dst_blocked && an_olayout_init(m, &c->dst_layout, dst_q)))
     goto done;
@@ -162,12 +164,20 @@ int an_conv_dnnl(an_oexec_t *x, an_onode_t *n, const an_conv_args_t *a, an_oval_
   void *src_buf = NULL;
   int rc;
 
-  if (!c || memcmp(c->key, key, sizeof key) != 0) {
+  /* The input as it arrives: row-major, or blocked by the node before. */
+  dnnl_memory_desc_t in_md;
+  if (in->layout) {
+    in_md = in->layout->md;
+  } else {
+    dnnl_dims_t sdims = {a->n, a->c, a->h, a->w};
+    dnnl_memory_desc_init_by_tag(&in_md, 4, sdims, dnnl_f32, dnnl_nchw);
+  }
+  if (!c || memcmp(c->key, key, sizeof key) != 0 || !dnnl_memory_desc_equal(&c->in_md, &in_md)) {
     conv_cache_free(c);
     n->cache = NULL;
     if (!(c = calloc(1, sizeof *c)))
       return an_oexec_fail(x, UV_ENOMEM, "out of memory");
-    if ((rc = conv_build(m, n, a, c)) != 0) {
+    if ((rc = conv_build(m, n, a, &in_md, c)) != 0) {
       conv_cache_free(c);
       if (rc == AN_ETOOBIG)
         return an_oexec_fail(x, rc, "the convolution kernel would exceed the memory limit");
@@ -177,15 +187,11 @@ int an_conv_dnnl(an_oexec_t *x, an_onode_t *n, const an_conv_args_t *a, an_oval_
     n->cache = c;
     n->cache_free = conv_cache_free;
   }
-  /* A blocked input is used as it is only in exactly the kernel's layout. */
-  int src_direct = in->layout && dnnl_memory_desc_equal(&in->layout->md, &c->src_md);
-  if (in->layout && !src_direct && (rc = an_oval_make_plain(x, in)) != 0)
-    return rc;
   if ((rc = c->dst_blocked ? an_oexec_alloc_blocked(x, out, 4, dims, &c->dst_layout)
                            : an_oexec_alloc(x, out, AN_ONNX_FLOAT, 4, dims)) != 0)
     return rc;
-  /* The blocked copy of a row-major input counts against the memory limit. */
-  if (!src_direct && c->src_reorder && !(src_buf = an_oexec_scratch(x, c->src_bytes)))
+  /* The kernel's copy of the input counts against the memory limit. */
+  if (c->src_reorder && !(src_buf = an_oexec_scratch(x, c->src_bytes)))
     return AN_ETOOBIG;
   dnnl_memory_set_data_handle(c->src_user, in->data);
   dnnl_memory_set_data_handle(c->src, src_buf ? src_buf : in->data);

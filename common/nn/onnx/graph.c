@@ -645,3 +645,15 @@ void an_onnx_fuse(an_onnx_t *m) {
     }
   }
 }
+
+void an_onnx_set_bf16(an_onnx_t *m, int on) {
+  if (m->bf16 == !!on)
+    return;
+  m->bf16 = !!on;
+  /* Kernels were built for the other precision. */
+  for (size_t i = 0; i < m->n_nodes; i++)
+    if (m->nodes[i].cache && m->nodes[i].cache_free) {
+      m->nodes[i].cache_free(m->nodes[i].cache);
+      m->nodes[i].cache = NULL;
+    }
+}

@@ -82,6 +82,7 @@ struct an_onnx {
   int *inputs, *outputs;   /* value indices */
   an_oval_t *in_info, *out_info; /* inferred shapes, -1 = batch-dependent */
   dnnl_engine_t eng;       /* created on first use by a kernel that needs it */
+  int bf16;                /* convolutions read bfloat16 (an_onnx_set_bf16) */
   uint64_t cache_bytes;    /* kernels' cached buffers, counted in every run's limit */
   /* Tensor buffers freed by earlier runs, reused by size: the same model at
    * the same batch size allocates the same sizes every run, and fresh large
