@@ -15,6 +15,8 @@ static const an_subcommand_t commands[] = {
     {"ping", "check that a broker is reachable and matches its pin", cmd_ping},
     {"model-info", "show a model's layers, shapes and parameter counts",
      an_publisher_model_info},
+    {"baseline", "the paper's baselines: 'baseline rc4' writes RC4-encrypted datasets",
+     an_publisher_baseline},
     {"audit", "measure what an attacker with k known pairs recovers from encodings",
      an_publisher_audit},
 };
