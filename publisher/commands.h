@@ -3,6 +3,7 @@
 #define AN_PUBLISHER_COMMANDS_H
 
 int an_publisher_model_info(int argc, char **argv);
+int an_publisher_train(int argc, char **argv);
 int an_publisher_baseline(int argc, char **argv);
 int an_publisher_audit(int argc, char **argv);
 

@@ -1,6 +1,6 @@
-/* archnet-publisher: the data owner's program. Training ArchNet, encoding and
- * submitting datasets arrive with later modules; for now it can check that a
- * broker is reachable and trusted, and describe models. */
+/* archnet-publisher: the data owner's program. Trains ArchNet (the secret
+ * key), encodes datasets with it, and measures what the encoding hides;
+ * submitting tasks to a broker arrives with the broker's module. */
 #include <signal.h>
 
 #include "common/cli.h"
@@ -13,6 +13,8 @@ static int cmd_ping(int argc, char **argv) {
 
 static const an_subcommand_t commands[] = {
     {"ping", "check that a broker is reachable and matches its pin", cmd_ping},
+    {"train", "train ArchNet on your images and write the secret key (encoder + decoder)",
+     an_publisher_train},
     {"model-info", "show a model's layers, shapes and parameter counts",
      an_publisher_model_info},
     {"baseline", "the paper's baselines: 'baseline rc4' writes RC4-encrypted datasets",

@@ -468,13 +468,15 @@ void an_npy_free(an_npy_t *a) {
 /* ---- writing ---------------------------------------------------------- */
 
 
-int an_npy_write(const char *path, an_npy_dtype_t dtype, int ndim, const int64_t *shape,
-                 const void *data, char *err, size_t errlen) {
+int an_npy_writer_open(an_npy_writer_t *w, const char *path, an_npy_dtype_t dtype, int ndim,
+                       const int64_t *shape, char *err, size_t errlen) {
   /* 8 dims of up to 19 digits fit easily; NumPy's 1.0 limit is 65535. */
   char head[512];
-  size_t len, pad, numel = 1, nonzero = 1, nbytes;
+  size_t len, pad, numel = 1, nonzero = 1;
   int rc = UV_EINVAL;
 
+  memset(w, 0, sizeof *w);
+  w->file.fd = -1;
   if (!an_npy_dtype_ok(dtype) || ndim < 0 || ndim > AN_NPY_MAX_DIMS || (ndim > 0 && !shape)) {
     snprintf(err, errlen, "%s: bad dtype %d or number of dimensions %d", path, (int)dtype, ndim);
     goto done;
@@ -499,11 +501,7 @@ int an_npy_write(const char *path, an_npy_dtype_t dtype, int ndim, const int64_t
     snprintf(err, errlen, "%s: the shape's byte count overflows", path);
     goto done;
   }
-  nbytes = numel * an_npy_types[dtype].size;
-  if (nbytes > 0 && !data) {
-    snprintf(err, errlen, "%s: no data for a non-empty array", path);
-    goto done;
-  }
+  w->expected = numel * an_npy_types[dtype].size;
 
   /* Magic, version 1.0 and the u16 length come first; the dict is written
    * the way NumPy writes it, so its own tools read it back unchanged. */
@@ -525,15 +523,52 @@ int an_npy_write(const char *path, an_npy_dtype_t dtype, int ndim, const int64_t
   head[8] = (char)((len - 10) & 0xff);
   head[9] = (char)((len - 10) >> 8);
 
-  an_atomic_file_t f;
-  if ((rc = an_atomic_file_open(&f, path, 0644, err, errlen)) != 0)
+  if ((rc = an_atomic_file_open(&w->file, path, 0644, err, errlen)) != 0)
     goto done;
-  if ((rc = an_atomic_file_write(&f, head, len, err, errlen)) != 0 ||
-      (rc = an_atomic_file_write(&f, data, nbytes, err, errlen)) != 0) {
-    an_atomic_file_abort(&f);
-    goto done;
-  }
-  rc = an_atomic_file_commit(&f, err, errlen);
+  if ((rc = an_atomic_file_write(&w->file, head, len, err, errlen)) != 0)
+    an_npy_writer_abort(w);
 done:
   return rc;
+}
+
+int an_npy_writer_append(an_npy_writer_t *w, const void *data, size_t nbytes, char *err,
+                         size_t errlen) {
+  if (nbytes > w->expected - w->written) {
+    snprintf(err, errlen, "%s: more data than the shape holds", w->file.path);
+    return UV_EINVAL;
+  }
+  int rc = an_atomic_file_write(&w->file, data, nbytes, err, errlen);
+  if (rc == 0)
+    w->written += nbytes;
+  return rc;
+}
+
+int an_npy_writer_commit(an_npy_writer_t *w, char *err, size_t errlen) {
+  if (w->written != w->expected) {
+    snprintf(err, errlen, "%s: %zu bytes written of the %zu the shape holds", w->file.path,
+             w->written, w->expected);
+    an_npy_writer_abort(w);
+    return UV_EINVAL;
+  }
+  return an_atomic_file_commit(&w->file, err, errlen);
+}
+
+void an_npy_writer_abort(an_npy_writer_t *w) { an_atomic_file_abort(&w->file); }
+
+int an_npy_write(const char *path, an_npy_dtype_t dtype, int ndim, const int64_t *shape,
+                 const void *data, char *err, size_t errlen) {
+  an_npy_writer_t w;
+  int rc = an_npy_writer_open(&w, path, dtype, ndim, shape, err, errlen);
+  if (rc)
+    return rc;
+  if (w.expected > 0 && !data) {
+    snprintf(err, errlen, "%s: no data for a non-empty array", path);
+    an_npy_writer_abort(&w);
+    return UV_EINVAL;
+  }
+  if ((rc = an_npy_writer_append(&w, data, w.expected, err, errlen)) != 0) {
+    an_npy_writer_abort(&w);
+    return rc;
+  }
+  return an_npy_writer_commit(&w, err, errlen);
 }

@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/atomic_file.h"
+
 typedef enum an_npy_dtype { AN_NPY_F32, AN_NPY_F16, AN_NPY_U8, AN_NPY_F64, AN_NPY_I64 } an_npy_dtype_t;
 
 #define AN_NPY_MAX_DIMS 8
@@ -62,6 +64,21 @@ void an_npy_free(an_npy_t *a);
  * `path` or PATH.tmp then). */
 int an_npy_write(const char *path, an_npy_dtype_t dtype, int ndim, const int64_t *shape,
                  const void *data, char *err, size_t errlen);
+
+/* The same, streamed: open with the final shape, append the data in any
+ * number of pieces (C order), commit. Commit checks that exactly the
+ * shape's bytes arrived; abort (or a failed append) leaves nothing behind.
+ * Arrays larger than memory are written this way. */
+typedef struct an_npy_writer {
+  an_atomic_file_t file;
+  size_t expected, written; /* data bytes */
+} an_npy_writer_t;
+int an_npy_writer_open(an_npy_writer_t *w, const char *path, an_npy_dtype_t dtype, int ndim,
+                       const int64_t *shape, char *err, size_t errlen);
+int an_npy_writer_append(an_npy_writer_t *w, const void *data, size_t nbytes, char *err,
+                         size_t errlen);
+int an_npy_writer_commit(an_npy_writer_t *w, char *err, size_t errlen);
+void an_npy_writer_abort(an_npy_writer_t *w);
 
 /* Number of elements: the product of the shape, 1 for a scalar. `a` must be
  * an array from an_npy_read (whose shape is known not to overflow). */

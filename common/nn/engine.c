@@ -179,3 +179,9 @@ void an_engine_release(dnnl_primitive_t *prims, size_t n_prims, dnnl_memory_t *m
     if (mems[i])
       dnnl_memory_destroy(mems[i]);
 }
+
+int an_engine_has_fast_bf16(void) {
+  dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
+  return ((unsigned)isa & (unsigned)dnnl_cpu_isa_avx512_core_bf16) ==
+         (unsigned)dnnl_cpu_isa_avx512_core_bf16;
+}

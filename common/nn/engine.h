@@ -70,6 +70,10 @@ void an_engine_release(dnnl_primitive_t *prims, size_t n_prims, dnnl_memory_t *m
 /* Converts float32 to bfloat16, rounding to nearest even (NaN stays NaN). */
 void an_bf16_from_f32(uint16_t *dst, const float *src, size_t n);
 
+/* Whether this CPU multiplies bfloat16 natively (AVX-512 BF16 or AMX), so
+ * that the bf16 precision options pay off rather than being emulated. */
+int an_engine_has_fast_bf16(void);
+
 /* Translates a oneDNN status for messages. */
 const char *an_engine_status(dnnl_status_t st);
 

@@ -54,6 +54,11 @@ void an_optim_free(an_optim_t *o) {
 
 void an_optim_set_lr(an_optim_t *o, float lr) { o->p.lr = lr; }
 uint64_t an_optim_steps(const an_optim_t *o) { return o->t; }
+void an_optim_set_steps(an_optim_t *o, uint64_t t) { o->t = t; }
+
+int an_optim_moment_count(const an_optim_t *o) { return o->v ? 2 : 1; }
+
+float *an_optim_moment(an_optim_t *o, int i) { return i == 0 ? o->m : i == 1 ? o->v : NULL; }
 
 AN_HOT_LOOP static void an_adam_step(an_optim_t *o, float *w, const float *g) {
   const float b1 = o->p.beta1, b2 = o->p.beta2, eps = o->p.eps, wd = o->p.weight_decay;

@@ -32,4 +32,11 @@ void an_optim_step(an_optim_t *o, float *params, const float *grads);
 void an_optim_set_lr(an_optim_t *o, float lr);
 uint64_t an_optim_steps(const an_optim_t *o);
 
+/* The state a checkpoint must keep: the step count (Adam's bias correction)
+ * and the moment buffers, n floats each: Adam's first and second moments,
+ * or SGD's momentum buffer. Buffers are owned by the optimizer. */
+void an_optim_set_steps(an_optim_t *o, uint64_t t);
+int an_optim_moment_count(const an_optim_t *o);
+float *an_optim_moment(an_optim_t *o, int i);
+
 #endif

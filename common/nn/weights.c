@@ -10,39 +10,12 @@
 
 #include "common/atomic_file.h"
 #include "common/error.h"
+#include "common/nn/hashed_file.h"
 #include "common/nn/spec.h"
 
 #define AN_WEIGHTS_MAGIC "ANWT"
 #define AN_WEIGHTS_VERSION 1u
 #define AN_WEIGHTS_MAX_SPEC (1u << 20)
-#define AN_WEIGHTS_CHUNK ((size_t)1 << 22)
-
-static void an_put_u32(uint8_t *p, uint32_t v) {
-  for (int i = 0; i < 4; i++)
-    p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void an_put_u64(uint8_t *p, uint64_t v) {
-  for (int i = 0; i < 8; i++)
-    p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint64_t an_get_le(const uint8_t *p, int n) {
-  uint64_t v = 0;
-  for (int i = n - 1; i >= 0; i--)
-    v = v << 8 | p[i];
-  return v;
-}
-
-/* Writes and hashes; the file's floats are little-endian, as is x86-64. */
-static int an_write_hashed(an_atomic_file_t *f, EVP_MD_CTX *md, const void *p, size_t n,
-                           char *err, size_t errlen) {
-  if (EVP_DigestUpdate(md, p, n) != 1) {
-    snprintf(err, errlen, "hashing failed");
-    return AN_EFORMAT;
-  }
-  return an_atomic_file_write(f, p, n, err, errlen);
-}
 
 int an_weights_save(const an_model_t *m, const char *path, char *err, size_t errlen) {
   an_model_t *mm = (an_model_t *)m; /* the accessors are not const; nothing is changed */
@@ -66,10 +39,10 @@ int an_weights_save(const an_model_t *m, const char *path, char *err, size_t err
   }
   spec_len = strlen(spec);
   memcpy(head, AN_WEIGHTS_MAGIC, 4);
-  an_put_u32(head + 4, AN_WEIGHTS_VERSION);
-  an_put_u64(head + 8, an_model_param_count(m));
-  an_put_u64(head + 16, an_model_state_count(m));
-  an_put_u32(head + 24, (uint32_t)spec_len);
+  an__put_u32(head + 4, AN_WEIGHTS_VERSION);
+  an__put_u64(head + 8, an_model_param_count(m));
+  an__put_u64(head + 16, an_model_state_count(m));
+  an__put_u32(head + 24, (uint32_t)spec_len);
   if ((rc = an_atomic_file_open(&f, path, 0644, err, errlen)) != 0)
     goto done;
   if (EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
@@ -77,11 +50,11 @@ int an_weights_save(const an_model_t *m, const char *path, char *err, size_t err
     rc = AN_EFORMAT;
     goto done;
   }
-  if ((rc = an_write_hashed(&f, md, head, sizeof head, err, errlen)) != 0 ||
-      (rc = an_write_hashed(&f, md, spec, spec_len, err, errlen)) != 0 ||
-      (rc = an_write_hashed(&f, md, an_model_params(mm), an_model_param_count(m) * sizeof(float),
+  if ((rc = an__write_hashed(&f, md, head, sizeof head, err, errlen)) != 0 ||
+      (rc = an__write_hashed(&f, md, spec, spec_len, err, errlen)) != 0 ||
+      (rc = an__write_hashed(&f, md, an_model_params(mm), an_model_param_count(m) * sizeof(float),
                             err, errlen)) != 0 ||
-      (rc = an_write_hashed(&f, md, an_model_state(mm), an_model_state_count(m) * sizeof(float),
+      (rc = an__write_hashed(&f, md, an_model_state(mm), an_model_state_count(m) * sizeof(float),
                             err, errlen)) != 0)
     goto done;
   if (EVP_DigestFinal_ex(md, digest, &dlen) != 1) {
@@ -97,19 +70,6 @@ done:
   EVP_MD_CTX_free(md);
   free(spec);
   return rc;
-}
-
-/* Reads exactly n bytes into p and hashes them. */
-static int an_read_hashed(FILE *f, EVP_MD_CTX *md, void *p, size_t n) {
-  uint8_t *q = p;
-  while (n > 0) {
-    size_t chunk = n < AN_WEIGHTS_CHUNK ? n : AN_WEIGHTS_CHUNK;
-    if (fread(q, 1, chunk, f) != chunk || EVP_DigestUpdate(md, q, chunk) != 1)
-      return -1;
-    q += chunk;
-    n -= chunk;
-  }
-  return 0;
 }
 
 int an_weights_load(const char *path, an_model_t **out, char *err, size_t errlen) {
@@ -134,23 +94,23 @@ int an_weights_load(const char *path, an_model_t **out, char *err, size_t errlen
     rc = UV_ENOMEM;
     goto done;
   }
-  if (an_read_hashed(f, md, head, sizeof head) || memcmp(head, AN_WEIGHTS_MAGIC, 4) != 0) {
+  if (an__read_hashed(f, md, head, sizeof head) || memcmp(head, AN_WEIGHTS_MAGIC, 4) != 0) {
     snprintf(err, errlen, "%s: not an ArchNet weights file (bad magic)", path);
     goto done;
   }
-  if (an_get_le(head + 4, 4) != AN_WEIGHTS_VERSION) {
+  if (an__get_le(head + 4, 4) != AN_WEIGHTS_VERSION) {
     snprintf(err, errlen, "%s: weights format version %u is not supported (this build reads %u)",
-             path, (unsigned)an_get_le(head + 4, 4), AN_WEIGHTS_VERSION);
+             path, (unsigned)an__get_le(head + 4, 4), AN_WEIGHTS_VERSION);
     goto done;
   }
-  n_params = an_get_le(head + 8, 8);
-  n_state = an_get_le(head + 16, 8);
-  spec_len = (uint32_t)an_get_le(head + 24, 4);
+  n_params = an__get_le(head + 8, 8);
+  n_state = an__get_le(head + 16, 8);
+  spec_len = (uint32_t)an__get_le(head + 24, 4);
   if (spec_len == 0 || spec_len > AN_WEIGHTS_MAX_SPEC) {
     snprintf(err, errlen, "%s: spec length %u is absurd", path, spec_len);
     goto done;
   }
-  if (!(spec = malloc((size_t)spec_len + 1)) || an_read_hashed(f, md, spec, spec_len)) {
+  if (!(spec = malloc((size_t)spec_len + 1)) || an__read_hashed(f, md, spec, spec_len)) {
     snprintf(err, errlen, "%s: truncated in the model spec", path);
     goto done;
   }
@@ -176,8 +136,8 @@ int an_weights_load(const char *path, an_model_t **out, char *err, size_t errlen
     goto done;
   }
   rc = AN_EFORMAT;
-  if (an_read_hashed(f, md, an_model_params(m), n_params * sizeof(float)) ||
-      an_read_hashed(f, md, an_model_state(m), n_state * sizeof(float)) ||
+  if (an__read_hashed(f, md, an_model_params(m), n_params * sizeof(float)) ||
+      an__read_hashed(f, md, an_model_state(m), n_state * sizeof(float)) ||
       EVP_DigestFinal_ex(md, digest, &dlen) != 1 || fread(stored, 1, dlen, f) != dlen) {
     snprintf(err, errlen, "%s: truncated", path);
     goto done;
