@@ -54,7 +54,8 @@ int an_key_open(const char *dir, int decoder, an_key_t *k, char *err, size_t err
 void an_key_close(an_key_t *k);
 
 /* Runs the opened half on n inputs (n x in_size floats) into out
- * (n x out_size floats), `batch` at a time. */
+ * (n x out_size floats), `batch` at a time; a short batch is padded to
+ * `batch` rows (so pass batch <= n for a one-off small call). */
 int an_key_run(an_key_t *k, const float *in, size_t n, size_t batch, float *out, char *err,
                size_t errlen);
 

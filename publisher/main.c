@@ -15,6 +15,8 @@ static const an_subcommand_t commands[] = {
     {"ping", "check that a broker is reachable and matches its pin", cmd_ping},
     {"train", "train ArchNet on your images and write the secret key (encoder + decoder)",
      an_publisher_train},
+    {"encode", "encode a dataset with the key into .npy files for workers and the broker",
+     an_publisher_encode},
     {"model-info", "show a model's layers, shapes and parameter counts",
      an_publisher_model_info},
     {"baseline", "the paper's baselines: 'baseline rc4' writes RC4-encrypted datasets",

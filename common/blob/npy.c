@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -266,7 +267,9 @@ static int an_npy_parse_header(const char *h, size_t len, int version, an_npy_t 
   return 0;
 }
 
-int an_npy_read(const char *path, size_t max_bytes, an_npy_t *out, char *err, size_t errlen) {
+/* The shared reader: into memory, or (map) mapped read-only from the file. */
+static int an_npy_load(const char *path, size_t max_bytes, int map, an_npy_t *out, char *err,
+                       size_t errlen) {
   uint8_t pre[12], extra;
   uint64_t limit = max_bytes ? (uint64_t)max_bytes : AN_NPY_DEFAULT_MAX;
   uint64_t numel = 1, nonzero = 1, nbytes, offset;
@@ -378,6 +381,25 @@ int an_npy_read(const char *path, size_t max_bytes, an_npy_t *out, char *err, si
                (unsigned long long)((uint64_t)st.st_size - offset - nbytes));
     goto done;
   }
+  if (map) {
+    if (!S_ISREG(st.st_mode)) {
+      snprintf(err, errlen, "%s: not a regular file", path);
+      goto done;
+    }
+    /* Mapping the whole file keeps the data's page alignment simple. */
+    out->map_len = (size_t)offset + (size_t)nbytes;
+    out->map = mmap(NULL, out->map_len, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (out->map == MAP_FAILED) {
+      out->map = NULL;
+      rc = -errno;
+      snprintf(err, errlen, "%s: cannot map: %s", path, strerror(errno));
+      goto done;
+    }
+    out->data = (uint8_t *)out->map + offset;
+    out->nbytes = (size_t)nbytes;
+    rc = 0;
+    goto done;
+  }
   if (!(out->data = malloc(nbytes ? (size_t)nbytes : 1))) {
     snprintf(err, errlen, "%s: out of memory for %llu bytes", path, (unsigned long long)nbytes);
     rc = UV_ENOMEM;
@@ -408,6 +430,14 @@ done:
   if (rc)
     an_npy_free(out);
   return rc;
+}
+
+int an_npy_read(const char *path, size_t max_bytes, an_npy_t *out, char *err, size_t errlen) {
+  return an_npy_load(path, max_bytes, 0, out, err, errlen);
+}
+
+int an_npy_map(const char *path, an_npy_t *out, char *err, size_t errlen) {
+  return an_npy_load(path, SIZE_MAX, 1, out, err, errlen);
 }
 
 size_t an_npy_numel(const an_npy_t *a) {
@@ -461,7 +491,10 @@ int an_npy_to_f32(const an_npy_t *a, size_t first, size_t count, float *out) {
 void an_npy_free(an_npy_t *a) {
   if (!a)
     return;
-  free(a->data);
+  if (a->map)
+    munmap(a->map, a->map_len);
+  else
+    free(a->data);
   memset(a, 0, sizeof *a);
 }
 

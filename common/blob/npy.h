@@ -26,6 +26,8 @@ typedef struct an_npy {
   int64_t shape[AN_NPY_MAX_DIMS];  /* each >= 0; unused entries are 0 */
   void *data;                      /* owned, little-endian, C order; freed by an_npy_free */
   size_t nbytes;                   /* an_npy_numel() * element size; may be 0 */
+  void *map;                       /* set by an_npy_map: the whole file, read-only */
+  size_t map_len;
 } an_npy_t;
 
 /* Reads a whole .npy file (format versions 1.0, 2.0 and 3.0) into `out`,
@@ -44,6 +46,12 @@ typedef struct an_npy {
  * or a negated errno when the file cannot be opened or read. On failure
  * `err` says which file and what is wrong. */
 int an_npy_read(const char *path, size_t max_bytes, an_npy_t *out, char *err, size_t errlen);
+
+/* The same checks, but the data stays in the file: mapped read-only, so
+ * arrays larger than memory (encoded datasets) can be read in slices. The
+ * file must be a regular file that nobody truncates while it is mapped.
+ * an_npy_free unmaps. */
+int an_npy_map(const char *path, an_npy_t *out, char *err, size_t errlen);
 
 /* Converts elements [first, first + count) of `a` (in C order) to float32:
  * float16 and float64 round to nearest, int64 to the nearest float. Returns 0,

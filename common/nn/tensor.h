@@ -41,5 +41,8 @@ int an_tensor_write_f32(an_tensor_t *t, size_t first, size_t count, const float 
 /* IEEE 754 binary16 conversions, round to nearest even. */
 uint16_t an_f16_from_f32(float f);
 float an_f32_from_f16(uint16_t h);
+/* The same over arrays, vectorised where the CPU has F16C. */
+void an_f16_from_f32_n(uint16_t *dst, const float *src, size_t n);
+void an_f32_from_f16_n(float *dst, const uint16_t *src, size_t n);
 
 #endif

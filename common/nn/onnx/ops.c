@@ -11,6 +11,7 @@
 
 #include "common/error.h"
 #include "common/nn/onnx/conv_dnnl.h"
+#include "common/nn/onnx/gemm_dnnl.h"
 #include "common/nn/onnx/graph.h"
 #include "common/nn/onnx/pool_dnnl.h"
 
@@ -745,6 +746,16 @@ static int op_gemm(an_oexec_t *x, const an_onode_t *n, an_oval_t **in, an_oval_t
   if ((rc = an_oexec_alloc(x, out[0], AN_ONNX_FLOAT, 2, dims)) != 0 || !out[0]->data)
     return rc;
   float *y = out[0]->data;
+  /* A fully connected layer (constant B, a bias row or none, no scaling):
+   * oneDNN's matmul with B packed once. */
+  int b_const = n->in[1] >= 0 && x->m->is_const[n->in[1]];
+  int bias_row = !c || (c->ndim == 1 && c->dims[0] == N && beta == 1.0f);
+  if (b_const && bias_row && !ta && alpha == 1.0f) {
+    an_gemm_args_t ga = {.m = M, .k = K, .n = N, .trans_b = tb, .a = in[0]->data,
+                         .b = in[1]->data, .bias = c ? c->data : NULL, .y = y};
+    if ((rc = an_gemm_dnnl(x, (an_onode_t *)n, &ga)) != AN_EUNSUPPORTED)
+      return rc;
+  }
   for (int64_t i = 0; i < M * N; i++)
     y[i] = c ? ((const float *)c->data)[an_bcast_offset(c, 2, dims, (size_t)i)] : 0.0f;
   return an_sgemm(x, ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, alpha, in[0]->data,
