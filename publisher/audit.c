@@ -29,10 +29,11 @@
 #include "common/blob/npy.h"
 #include "common/cli.h"
 #include "common/error.h"
-#include "common/nn/onnx/onnx.h"
 #include "common/nn/rng.h"
+#include "common/progress.h"
 #include "publisher/commands.h"
 #include "publisher/image_grid.h"
+#include "publisher/key.h"
 #include "publisher/learned_decoder.h"
 #include "publisher/metrics.h"
 #include "publisher/ridge.h"
@@ -41,7 +42,7 @@
 /* The ridge attacker solves k x k systems: past a few thousand pairs the
  * O(k^3) eigendecomposition, not the attack, would be what is measured. */
 #define AUDIT_MAX_K 5000
-#define AUDIT_ENCODE_BATCH 32
+#define AUDIT_KEY_BATCH 64
 #define AUDIT_GRID_COLS 10
 #define AUDIT_MAX_RESULTS (1 + 2 * AUDIT_MAX_KS)
 
@@ -69,7 +70,7 @@ static const an_option_t audit_options[] = {
     {"out", AN_OPT_STR, AUDIT_OPT(out), ".", 0, 0, "DIR",
      "where audit.png and audit.json are written (created if missing)"},
     {"decoder-epochs", AN_OPT_INT, AUDIT_OPT(decoder_epochs), "20", 0, 100000, "N",
-     "training epochs of the learned decoder over its k pairs; 0 skips it"},
+     "learned decoder: passes over its k pairs (each at least 500 samples); 0 = none"},
     {"dump", AN_OPT_STR, AUDIT_OPT(dump), NULL, 0, 0, "DIR",
      "also write the ridge attacker's inputs and outputs as .npy files to DIR"},
 };
@@ -155,8 +156,8 @@ typedef struct audit {
   audit_result_t results[AUDIT_MAX_RESULTS];
   size_t n_results;
   const char *learned_skipped; /* why there is no learned decoder, or NULL */
-  char learned_why[1024];
-  char err[1024];
+  char learned_why[5120];
+  char err[5120]; /* a path of up to 4 KiB and a sentence */
 } audit_t;
 
 static double audit_now(void) {
@@ -188,80 +189,32 @@ static int audit_mkdir(const char *dir, char *err, size_t errlen) {
   return -errno;
 }
 
-static int audit_load_model(const char *key, const char *file, an_onnx_t **out, char *err,
-                            size_t errlen) {
-  char path[4096], why[768];
-  an_onnx_limits_t lim;
-  int rc;
-  an_onnx_default_limits(&lim);
-  /* The paper's MNIST H-encoder alone is 490 MB of float32 weights. */
-  lim.max_file_bytes = (size_t)2 << 30;
-  lim.max_seconds = 0;
-  snprintf(path, sizeof path, "%s/%s", key, file);
-  if ((rc = an_onnx_load_file(path, &lim, out, why, sizeof why)) != 0)
-    snprintf(err, errlen, "%s: %s", path, why);
-  return rc;
-}
-
-/* Runs `m` over n samples of shape in_chw, batch by batch, into *out
- * (allocated here, n x the output's per-sample size, owned by the caller).
- * The output's shape comes from the first batch; every later batch and
- * every value is checked: a key is a file like any other. */
-static int audit_run_model(audit_t *a, an_onnx_t *m, const char *what, const float *in, size_t n,
-                           const int in_chw[3], float **out, int out_chw[3]) {
-  size_t in_len = (size_t)in_chw[0] * (size_t)in_chw[1] * (size_t)in_chw[2], out_len = 0;
+/* Runs one half of the key over n inputs into *out (allocated here,
+ * owned by the caller) and checks every value: a key is a file like any
+ * other, and NaN would poison every figure after it. */
+static int audit_run_key(audit_t *a, an_key_t *half, const char *what, const float *in, size_t n,
+                         float **out) {
+  size_t len = an_key_out_size(half);
   char why[768];
-  int rc = 0;
+  int rc;
 
-  *out = NULL;
-  for (size_t i0 = 0; i0 < n; i0 += AUDIT_ENCODE_BATCH) {
-    size_t b = n - i0 < AUDIT_ENCODE_BATCH ? n - i0 : AUDIT_ENCODE_BATCH;
-    an_onnx_tensor_t x = {.dtype = AN_ONNX_FLOAT, .ndim = 4,
-                          .dims = {(int64_t)b, in_chw[0], in_chw[1], in_chw[2]},
-                          .data = (void *)(in + i0 * in_len)};
-    an_onnx_tensor_t y = {0};
-    audit_progress(a, "%s: %zu/%zu images", what, i0, n);
-    if ((rc = an_onnx_run(m, &x, 1, &y, 1, why, sizeof why)) != 0) {
-      snprintf(a->err, sizeof a->err, "%s: %s", what, why);
-      goto done;
-    }
-    if (y.dtype != AN_ONNX_FLOAT || y.ndim != 4 || y.dims[0] != (int64_t)b ||
-        (out_len && (y.dims[1] != out_chw[0] || y.dims[2] != out_chw[1] ||
-                     y.dims[3] != out_chw[2])) ||
-        y.dims[1] <= 0 || y.dims[2] <= 0 || y.dims[3] <= 0 || y.dims[1] > 4096 ||
-        y.dims[2] > 65536 || y.dims[3] > 65536) {
-      snprintf(a->err, sizeof a->err, "%s: the model's output is not a float32 batch of N x C x "
-                                      "H x W with one item per input",
-               what);
-      rc = AN_EMODEL;
-      an_onnx_tensor_free(&y);
-      goto done;
-    }
-    if (!out_len) {
-      for (int d = 0; d < 3; d++)
-        out_chw[d] = (int)y.dims[d + 1];
-      out_len = (size_t)out_chw[0] * (size_t)out_chw[1] * (size_t)out_chw[2];
-      if (!(*out = malloc(sizeof **out * n * out_len))) {
-        snprintf(a->err, sizeof a->err, "%s: out of memory for %zu outputs of %zu values", what,
-                 n, out_len);
-        rc = UV_ENOMEM;
-        an_onnx_tensor_free(&y);
-        goto done;
-      }
-    }
-    const float *v = y.data;
-    for (size_t j = 0; j < b * out_len; j++)
-      if (!isfinite(v[j])) {
-        snprintf(a->err, sizeof a->err, "%s: the model produced non-finite values", what);
-        rc = AN_EMODEL;
-        break;
-      }
-    if (!rc)
-      memcpy(*out + i0 * out_len, v, sizeof **out * b * out_len);
-    an_onnx_tensor_free(&y);
-    if (rc)
-      goto done;
+  audit_progress(a, "%s (%zu images)", what, n);
+  if (!(*out = malloc(sizeof **out * n * len))) {
+    snprintf(a->err, sizeof a->err, "%s: out of memory for %zu outputs of %zu values", what, n,
+             len);
+    rc = UV_ENOMEM;
+    goto done;
   }
+  if ((rc = an_key_run(half, in, n, AUDIT_KEY_BATCH, *out, why, sizeof why)) != 0) {
+    snprintf(a->err, sizeof a->err, "%s: %s", what, why);
+    goto done;
+  }
+  for (size_t j = 0; j < n * len; j++)
+    if (!isfinite((*out)[j])) {
+      snprintf(a->err, sizeof a->err, "%s: the key produced non-finite values", what);
+      rc = AN_EMODEL;
+      goto done;
+    }
 done:
   audit_progress(a, NULL);
   if (rc) {
@@ -377,25 +330,14 @@ static int audit_write_npy(audit_t *a, const char *name, const float *data, size
   return rc;
 }
 
-static int audit_owner(audit_t *a, an_onnx_t *l_decoder) {
+static int audit_owner(audit_t *a, an_key_t *l_decoder) {
   float *recon = NULL;
-  int chw[3];
   audit_result_t *r;
   double t0 = audit_now();
-  int rc = audit_run_model(a, l_decoder, "owner's L-decoder", a->held_codes, a->n_held,
-                           a->code_chw, &recon, chw);
-  if (rc)
-    goto done;
-  if (memcmp(chw, a->image_chw, sizeof chw) != 0) {
-    snprintf(a->err, sizeof a->err, "l_decoder.onnx gives %dx%dx%d images, not %dx%dx%d",
-             chw[0], chw[1], chw[2], a->image_chw[0], a->image_chw[1], a->image_chw[2]);
-    rc = AN_EMODEL;
-    goto done;
-  }
-  if ((rc = audit_score(a, 0, "owner L-decoder", recon, &r)) != 0)
-    goto done;
-  r->seconds = audit_now() - t0;
-done:
+  int rc = audit_run_key(a, l_decoder, "decoding with the owner's L-decoder", a->held_codes,
+                         a->n_held, &recon);
+  if (!rc && (rc = audit_score(a, 0, "owner L-decoder", recon, &r)) == 0)
+    r->seconds = audit_now() - t0;
   free(recon);
   return rc;
 }
@@ -436,28 +378,30 @@ done:
 }
 
 typedef struct audit_epoch_ctx {
-  const audit_t *a;
+  an_progress_t bar;
   size_t k;
-  double t0;
 } audit_epoch_ctx_t;
 
 static void audit_epoch(void *ctx, int epoch, int epochs, double loss) {
-  const audit_epoch_ctx_t *c = ctx;
-  double spent = audit_now() - c->t0;
-  audit_progress(c->a, "k=%zu learned decoder: epoch %d/%d, loss %.5f, %.0f s left", c->k, epoch,
-                 epochs, loss, spent / epoch * (epochs - epoch));
+  audit_epoch_ctx_t *c = ctx;
+  char label[96];
+  snprintf(label, sizeof label, "k=%zu learned decoder, loss %.5f", c->k, loss);
+  an_progress_update(&c->bar, (uint64_t)epoch, label, epoch == epochs);
 }
 
 static int audit_learned(audit_t *a, size_t k) {
   an_learned_decoder_t *ld = NULL;
   audit_result_t *r;
-  audit_epoch_ctx_t ctx = {.a = a, .k = k, .t0 = audit_now()};
+  audit_epoch_ctx_t ctx = {.k = k};
+  double t0 = audit_now();
   an_learned_decoder_params_t p = {.epochs = (int)a->s->decoder_epochs,
                                    .seed = (uint64_t)a->s->seed + k,
                                    .progress = audit_epoch,
                                    .progress_ctx = &ctx};
   char why[768];
-  int rc = an_learned_decoder_train(a->pair_codes, a->pair_images, k, a->code_chw, a->image_chw,
+  int rc;
+  an_progress_init(&ctx.bar, (uint64_t)p.epochs, "epochs", false);
+  rc = an_learned_decoder_train(a->pair_codes, a->pair_images, k, a->code_chw, a->image_chw,
                                     &p, &ld, why, sizeof why);
   if (!rc) {
     audit_progress(a, "k=%zu learned decoder: decoding %zu images", k, a->n_held);
@@ -470,7 +414,7 @@ static int audit_learned(audit_t *a, size_t k) {
   }
   if ((rc = audit_score(a, k, "learned decoder", a->recon, &r)) != 0)
     goto done;
-  r->seconds = audit_now() - ctx.t0;
+  r->seconds = audit_now() - t0;
   r->epochs = p.epochs;
   r->train_loss = an_learned_decoder_loss(ld);
 done:
@@ -479,36 +423,13 @@ done:
 }
 
 /* Encodes the pairs and the held-out images with the owner's H-encoder. */
-static int audit_encode(audit_t *a, an_onnx_t *h_encoder) {
-  int chw[3];
-  int rc = audit_run_model(a, h_encoder, "encoding the known pairs", a->pair_images, a->n_pairs,
-                           a->image_chw, &a->pair_codes, a->code_chw);
+static int audit_encode(audit_t *a, an_key_t *h_encoder) {
+  int rc = audit_run_key(a, h_encoder, "encoding the known pairs", a->pair_images, a->n_pairs,
+                         &a->pair_codes);
   if (!rc)
-    rc = audit_run_model(a, h_encoder, "encoding the held-out images", a->held_images,
-                         a->n_held, a->image_chw, &a->held_codes, chw);
-  if (rc)
-    return rc;
-  a->code_len = (size_t)a->code_chw[0] * (size_t)a->code_chw[1] * (size_t)a->code_chw[2];
-  return 0;
-}
-
-/* The encoder's declared input must be a batch of grey or RGB images. */
-static int audit_input_shape(audit_t *a, an_onnx_t *h_encoder) {
-  int dtype, ndim;
-  int64_t dims[AN_ONNX_MAX_DIMS];
-  if (an_onnx_input_count(h_encoder) != 1 || an_onnx_output_count(h_encoder) != 1 ||
-      an_onnx_input_shape(h_encoder, 0, &dtype, &ndim, dims) != 0 || dtype != AN_ONNX_FLOAT ||
-      ndim != 4 || (dims[1] != 1 && dims[1] != 3) || dims[2] < 1 || dims[3] < 1 ||
-      dims[2] > 4096 || dims[3] > 4096) {
-    snprintf(a->err, sizeof a->err, "%s/h_encoder.onnx: expected one float32 input of N x C x H "
-                                    "x W images (C 1 or 3) and one output",
-             a->s->key);
-    return AN_EMODEL;
-  }
-  for (int d = 0; d < 3; d++)
-    a->image_chw[d] = (int)dims[d + 1];
-  a->image_len = (size_t)a->image_chw[0] * (size_t)a->image_chw[1] * (size_t)a->image_chw[2];
-  return 0;
+    rc = audit_run_key(a, h_encoder, "encoding the held-out images", a->held_images, a->n_held,
+                       &a->held_codes);
+  return rc;
 }
 
 static const audit_result_t *audit_find(const audit_t *a, size_t k, const char *attacker) {
@@ -544,34 +465,42 @@ static void audit_print_table(const audit_t *a) {
     printf("No learned decoder: %s\n", a->learned_skipped);
 
   /* What it means, from the numbers themselves. */
-  const audit_result_t *first_reid = NULL, *best = NULL;
+  static const char *const attackers[] = {"ridge", "learned decoder"};
+  const audit_result_t *first = NULL, *best = NULL;
   double best_reid = 0.0;
-  for (size_t i = 0; i < a->n_ks; i++) {
-    const audit_result_t *rr = audit_find(a, a->ks[i], "ridge");
-    if (!first_reid && rr && rr->reid >= 0.9)
-      first_reid = rr;
-  }
   for (size_t i = 1; i < a->n_results; i++) {
-    if (!best || a->results[i].psnr > best->psnr)
-      best = &a->results[i];
-    best_reid = a->results[i].reid > best_reid ? a->results[i].reid : best_reid;
+    const audit_result_t *r = &a->results[i];
+    if (!best || r->psnr > best->psnr)
+      best = r;
+    if (r->reid >= 0.9 && (!first || r->k < first->k))
+      first = r;
+    best_reid = r->reid > best_reid ? r->reid : best_reid;
   }
   printf("\nWhat this means:\n");
-  if (first_reid)
-    printf("- With only %zu known pairs, a linear (ridge) decoder re-identifies %.1f%% of %zu "
-           "held-out images from their encodings.\n",
-           first_reid->k, 100 * first_reid->reid, a->n_held);
+  if (first)
+    printf("- With only %zu known pairs, the %s re-identifies %.1f%% of %zu held-out images "
+           "from their encodings alone.\n",
+           first->k, first->attacker, 100 * first->reid, a->n_held);
   else
     printf("- The best attacker here re-identifies %.1f%% of %zu held-out images (chance "
            "%.2f%%).\n",
            100 * best_reid, a->n_held, 100.0 / (double)a->n_held);
+  for (size_t j = 0; j < sizeof attackers / sizeof attackers[0]; j++)
+    for (size_t i = 0; i < a->n_ks; i++) {
+      const audit_result_t *r = audit_find(a, a->ks[i], attackers[j]);
+      if (r && r->reid >= 0.9) {
+        if (r != first)
+          printf("- The %s re-identifies over 90%% from %zu pairs on.\n", r->attacker, r->k);
+        break;
+      }
+    }
   if (best)
     printf("- With %zu pairs, the %s reconstructs held-out images at %.1f dB PSNR; the owner's "
            "own L-decoder reaches %.1f dB.\n",
            best->k, best->attacker, best->psnr, owner->psnr);
   if (best_reid >= 0.5 || (best && best->psnr >= owner->psnr - 3.0))
     printf("- ArchNet hides data from casual view; it is not encryption. Whoever holds a few "
-           "(image, encoding) pairs can read encoded images: treat encodings and any known "
+           "(image, encoding) pairs can read encoded images: keep encodings and any known "
            "pairs as confidential as the images.\n");
   else
     printf("- These attackers recover little at these sizes, which proves nothing about "
@@ -611,7 +540,7 @@ static int audit_write_json(audit_t *a, const char *path) {
     if (strcmp(r->attacker, "ridge") == 0) {
       json_object_set_new(o, "lambda", json_real(r->lambda));
       json_object_set_new(o, "alpha", json_real(r->alpha));
-      json_object_set_new(o, "loo_mse", json_real(r->loo_mse));
+      json_object_set_new(o, "loo_mse", isfinite(r->loo_mse) ? json_real(r->loo_mse) : json_null());
     } else if (r->k) {
       json_object_set_new(o, "epochs", json_integer(r->epochs));
       json_object_set_new(o, "train_loss", json_real(r->train_loss));
@@ -647,15 +576,24 @@ done:
 
 static int audit_run(audit_t *a) {
   const audit_settings_t *s = a->s;
-  an_onnx_t *h_encoder = NULL, *l_decoder = NULL;
+  an_key_t h_encoder = {0}, l_decoder = {0};
   an_rng_t rng;
   char path[4096];
   int rc;
 
-  if ((rc = audit_load_model(s->key, "h_encoder.onnx", &h_encoder, a->err, sizeof a->err)) ||
-      (rc = audit_load_model(s->key, "l_decoder.onnx", &l_decoder, a->err, sizeof a->err)) ||
-      (rc = audit_input_shape(a, h_encoder)))
+  if ((rc = an_key_open(s->key, 0, &h_encoder, a->err, sizeof a->err)) ||
+      (rc = an_key_open(s->key, 1, &l_decoder, a->err, sizeof a->err)))
     goto done;
+  memcpy(a->image_chw, h_encoder.manifest.input, sizeof a->image_chw);
+  memcpy(a->code_chw, h_encoder.manifest.code, sizeof a->code_chw);
+  a->image_len = an_key_in_size(&h_encoder);
+  a->code_len = an_key_out_size(&h_encoder);
+  if (a->image_chw[0] != 1 && a->image_chw[0] != 3) {
+    snprintf(a->err, sizeof a->err, "%s: images of %d channels (the audit draws grey or RGB)",
+             s->key, a->image_chw[0]);
+    rc = UV_EINVAL;
+    goto done;
+  }
   a->n_pairs = a->ks[a->n_ks - 1];
   a->n_held = (size_t)s->held_out;
   /* Pairs and held-out images come from different splits, so no held-out
@@ -664,10 +602,9 @@ static int audit_run(audit_t *a) {
   audit_progress(a, "loading %s", s->data);
   if ((rc = audit_draw(a, AN_DATASET_TRAIN, a->n_pairs, &rng, &a->pair_images)) ||
       (rc = audit_draw(a, AN_DATASET_TEST, a->n_held, &rng, &a->held_images)) ||
-      (rc = audit_encode(a, h_encoder)))
+      (rc = audit_encode(a, &h_encoder)))
     goto done;
-  an_onnx_free(h_encoder);
-  h_encoder = NULL;
+  an_key_close(&h_encoder);
 
   rc = UV_ENOMEM;
   a->grid_cols = a->n_held < AUDIT_GRID_COLS ? a->n_held : AUDIT_GRID_COLS;
@@ -690,10 +627,9 @@ static int audit_run(audit_t *a) {
        (rc = audit_write_npy(a, "heldout_codes.npy", a->held_codes, a->n_held, a->code_chw))))
     goto done;
 
-  if ((rc = audit_owner(a, l_decoder)))
+  if ((rc = audit_owner(a, &l_decoder)))
     goto done;
-  an_onnx_free(l_decoder);
-  l_decoder = NULL;
+  an_key_close(&l_decoder);
 
   if (s->decoder_epochs == 0)
     a->learned_skipped = "--decoder-epochs 0";
@@ -728,8 +664,8 @@ static int audit_run(audit_t *a) {
          "attackers, as listed in audit.json) and %s/audit.json.\n",
          s->out, s->out);
 done:
-  an_onnx_free(h_encoder);
-  an_onnx_free(l_decoder);
+  an_key_close(&h_encoder);
+  an_key_close(&l_decoder);
   return rc;
 }
 

@@ -5,6 +5,9 @@
 int an_publisher_model_info(int argc, char **argv);
 int an_publisher_train(int argc, char **argv);
 int an_publisher_encode(int argc, char **argv);
+int an_publisher_decode(int argc, char **argv);
+int an_publisher_predict(int argc, char **argv);
+int an_publisher_show(int argc, char **argv);
 int an_publisher_baseline(int argc, char **argv);
 int an_publisher_audit(int argc, char **argv);
 

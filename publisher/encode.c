@@ -218,6 +218,7 @@ int an_publisher_encode(int argc, char **argv) {
   e.info.n_val = (int64_t)(train.n - n_train);
   e.info.n_test = (int64_t)test.n;
   memcpy(e.info.dataset_digest, train.digest, sizeof e.info.dataset_digest);
+  memcpy(e.info.test_digest, test.digest, sizeof e.info.test_digest);
 
   an_progress_init(&e.prog, train.n + test.n, "img", s.progress);
   if ((rc = write_part(&e, &train, order, n_train, "train")) != 0 ||

@@ -75,6 +75,8 @@ int an_encoded_write_info(const char *dir, const an_encoded_info_t *e, char *err
                         (json_int_t)e->n_source, "train", (json_int_t)e->n_train, "val",
                         (json_int_t)e->n_val, "test", (json_int_t)e->n_test, "dataset_digest",
                         e->dataset_digest);
+  if (j && e->n_test > 0 && json_object_set_new(j, "test_digest", json_string(e->test_digest)))
+    goto done;
   if (j && e->dtype == AN_NPY_U8) {
     json_t *scale = json_array();
     for (int c = 0; scale && c < e->shape[0]; c++)
@@ -132,6 +134,9 @@ int an_encoded_read_info(const char *dir, an_encoded_info_t *e, char *err, size_
       e->shape[i] = (int)v;
     }
     memcpy(e->dataset_digest, digest, 65);
+    const char *td = json_string_value(json_object_get(j, "test_digest"));
+    if (td && strlen(td) == 64)
+      memcpy(e->test_digest, td, 65);
     e->split_seed = (uint64_t)json_integer_value(json_object_get(split, "seed"));
     e->val_fraction = json_number_value(json_object_get(split, "val_fraction"));
     e->n_source = json_integer_value(json_object_get(split, "source"));

@@ -32,7 +32,8 @@ typedef struct an_encoded_info {
   double val_fraction;
   int64_t n_source;        /* training-split images the split was made from */
   int64_t n_train, n_val, n_test;
-  char dataset_digest[65];
+  char dataset_digest[65]; /* of the training split's files */
+  char test_digest[65];    /* of the test split's, when n_test > 0 */
 } an_encoded_info_t;
 
 const char *an_encoded_dtype_name(an_npy_dtype_t t);

@@ -16,6 +16,9 @@
 
 #define AN_LD_BATCH 32
 #define AN_LD_LR 1e-3f
+/* Samples in one epoch at least: with a handful of pairs, one pass is a
+ * handful of updates, and the attacker would be judged untrained. */
+#define AN_LD_MIN_EPOCH 500
 /* Codes decoded per forward pass at inference. */
 #define AN_LD_RUN_BATCH 64
 
@@ -131,7 +134,7 @@ int an_learned_decoder_train(const float *codes, const float *images, size_t k,
   an_rng_t rng;
   char spec[1024];
   int batch = params->batch > 0 ? params->batch : AN_LD_BATCH, rc = UV_ENOMEM;
-  size_t steps_per_epoch;
+  size_t steps_per_epoch, next = 0;
 
   *out = NULL;
   if (k == 0 || k > UINT32_MAX || params->epochs < 1) {
@@ -141,7 +144,7 @@ int an_learned_decoder_train(const float *codes, const float *images, size_t k,
   }
   if ((size_t)batch > k)
     batch = (int)k;
-  steps_per_epoch = k / (size_t)batch;
+  steps_per_epoch = (k > AN_LD_MIN_EPOCH ? k : AN_LD_MIN_EPOCH) / (size_t)batch;
   if (!(ld = calloc(1, sizeof *ld)))
     goto oom;
   memcpy(ld->code_chw, code_chw, sizeof ld->code_chw);
@@ -171,12 +174,14 @@ int an_learned_decoder_train(const float *codes, const float *images, size_t k,
     order[i] = i;
   for (int epoch = 1; epoch <= params->epochs; epoch++) {
     double sum = 0.0;
-    an_rng_shuffle(&rng, order, k);
     for (size_t s = 0; s < steps_per_epoch; s++) {
       const float *pred;
       double loss;
       for (int i = 0; i < batch; i++) {
-        size_t src = order[s * (size_t)batch + (size_t)i];
+        size_t src;
+        if (next % k == 0) /* a new pass over the pairs, in a new order */
+          an_rng_shuffle(&rng, order, k);
+        src = order[next++ % k];
         an_ld_standardise(ld, codes + src * ld->code_len, 1, xb + (size_t)i * ld->code_len);
         memcpy(yb + (size_t)i * ld->image_len, images + src * ld->image_len,
                sizeof *yb * ld->image_len);

@@ -17,7 +17,7 @@
 typedef struct an_learned_decoder an_learned_decoder_t;
 
 typedef struct an_learned_decoder_params {
-  int epochs;      /* passes over the k pairs */
+  int epochs;      /* passes over the k pairs, each at least 500 samples */
   int batch;       /* 0 = 32; capped at k */
   float lr;        /* 0 = 1e-3 */
   uint64_t seed;   /* initialisation and shuffling */

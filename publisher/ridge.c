@@ -75,12 +75,14 @@ static double an_ridge_loo(const double *v, const double *s, const double *b, co
   cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)k, (int)p, (int)k, 1.0, vf, (int)k,
               b, (int)p, 0.0, yhat, (int)p);
   for (size_t i = 0; i < k; i++) {
-    double hii = 0.0, lev;
+    /* 1 - H_ii with H = 11^T/k + V diag(f) V^T (the intercept is the mean
+     * and unpenalised), written as sum_j V_ij^2 lambda/(s_j + lambda) - 1/k
+     * so that interpolating fits (tiny lambda, k <= d) keep their digits. */
+    double lev = -1.0 / (double)k;
     for (size_t j = 0; j < k; j++)
-      hii += v[i * k + j] * vf[i * k + j];
-    /* Centring leaves 1 - H_ii >= 1/k in exact arithmetic; keep rounding
-     * from dividing by zero. */
-    lev = 1.0 - hii > 1e-12 ? 1.0 - hii : 1e-12;
+      lev += v[i * k + j] * v[i * k + j] * (lambda / (s[j] + lambda));
+    if (lev < 1e-14) /* lost to rounding: this lambda cannot be judged */
+      return INFINITY;
     for (size_t q = 0; q < p; q++) {
       double e = (yc[i * p + q] - yhat[i * p + q]) / lev;
       se += e * e;
@@ -150,6 +152,9 @@ int an_ridge_fit(const float *x, const float *y, size_t k, size_t d, size_t p,
   scale = scale > 0.0 ? scale / (double)k : 1.0;
   cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)k, (int)p, (int)k, 1.0, g, (int)k, yc,
               (int)p, 0.0, b, (int)p);
+  /* Should rounding spoil every alpha, the strongest shrinkage is safest. */
+  r->alpha = an_ridge_alphas[AN_RIDGE_N_ALPHAS - 1];
+  r->lambda = r->alpha * scale;
   for (size_t i = 0; i < AN_RIDGE_N_ALPHAS; i++) {
     double lambda = an_ridge_alphas[i] * scale;
     double loo = an_ridge_loo(g, s, b, yc, k, p, lambda, f, vf, yhat);

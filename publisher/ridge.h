@@ -10,11 +10,11 @@
  *
  * lambda is chosen by leave-one-out error over a grid: lambda = alpha *
  * trace(G) / k for alpha in {1e-6, 1e-5, ..., 1e2}. From the
- * eigendecomposition G = V diag(s) V^T (LAPACKE dsyevd), the hat matrix
- * is H = V diag(s / (s + lambda)) V^T and the leave-one-out residual of
- * pair i is (y_i - yhat_i) / (1 - H_ii), so the grid costs one k x k x p
- * product per alpha. (The centring uses all k pairs, as it is computed
- * once; for k >= 10 the difference is immaterial.) Everything after the
+ * eigendecomposition G = V diag(s) V^T (LAPACKE dsyevd), the hat matrix is
+ * H = 11^T/k + V diag(s / (s + lambda)) V^T (the bias is the mean, not
+ * penalised) and the leave-one-out residual of pair i is exactly
+ * (y_i - yhat_i) / (1 - H_ii), so the grid costs one k x k x p product per
+ * alpha instead of k refits. Everything after the
  * inputs is double precision. */
 #ifndef AN_PUBLISHER_RIDGE_H
 #define AN_PUBLISHER_RIDGE_H
