@@ -69,7 +69,7 @@ static const an_option_t audit_options[] = {
      "draws the pairs and held-out images, and seeds the learned decoder"},
     {"out", AN_OPT_STR, AUDIT_OPT(out), ".", 0, 0, "DIR",
      "where audit.png and audit.json are written (created if missing)"},
-    {"decoder-epochs", AN_OPT_INT, AUDIT_OPT(decoder_epochs), "20", 0, 100000, "N",
+    {"decoder-epochs", AN_OPT_INT, AUDIT_OPT(decoder_epochs), "40", 0, 100000, "N",
      "learned decoder: passes over its k pairs (each at least 500 samples); 0 = none"},
     {"dump", AN_OPT_STR, AUDIT_OPT(dump), NULL, 0, 0, "DIR",
      "also write the ridge attacker's inputs and outputs as .npy files to DIR"},
