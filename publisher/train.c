@@ -40,7 +40,7 @@
 
 typedef struct train_settings {
   char *preset, *spec, *data, *out, *loss, *precision;
-  int64_t epochs, limit, batch, seed, eval_images, checkpoint_minutes;
+  int64_t epochs, limit, batch, seed, eval_images, checkpoint_minutes, stop_after;
   double lr;
   bool force, progress;
 } train_settings_t;
@@ -72,6 +72,9 @@ static const an_option_t train_options[] = {
      "held-out test images the manifest's PSNR is measured on"},
     {"checkpoint-minutes", AN_OPT_INT, OPT(checkpoint_minutes), "10", 1, 1440, "M",
      "also save a checkpoint this often (and at every epoch's end)"},
+    {"stop-after-steps", AN_OPT_INT, OPT(stop_after), "0", 0, INT64_MAX, "N",
+     "stop as if interrupted after N steps of this run (0 = never): for scripts\n"
+     "that train in slices, and for tests of resuming"},
     {"force", AN_OPT_BOOL, OPT(force), "false", 0, 0, NULL,
      "overwrite a finished key in KEYDIR"},
     {"progress", AN_OPT_BOOL, OPT(progress), "false", 0, 0, NULL,
@@ -412,6 +415,8 @@ static int run_epochs(trainer_t *t, int64_t epoch0, int64_t step0) {
         return AN_EMODEL;
       }
       an_optim_step(t->optim, an_model_params(t->model), an_model_grads(t->model));
+      if (s->stop_after && done_here / batch + 1 == (uint64_t)s->stop_after)
+        raise(SIGINT); /* the same path as a Ctrl-C */
       loss_sum += loss;
       loss_n++;
       done_here += batch;
