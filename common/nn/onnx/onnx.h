@@ -67,8 +67,8 @@ const char *an_onnx_output_name(const an_onnx_t *m, size_t i);
 int an_onnx_input_shape(const an_onnx_t *m, size_t i, int *dtype, int *ndim, int64_t *dims);
 int an_onnx_output_shape(const an_onnx_t *m, size_t i, int *dtype, int *ndim, int64_t *dims);
 
-/* Lets convolutions read their activations and weights as bfloat16 and
- * accumulate in float32 (Intel AMX / AVX-512 BF16 through oneDNN): several
+/* Lets convolutions and fully connected Gemms (constant B) read their
+ * activations and weights as bfloat16 and accumulate in float32 (Intel AMX / AVX-512 BF16 through oneDNN): several
  * times faster on CPUs that have it, at about three significant digits
  * (outputs typically within 1e-2 of float32). Off by default; results in
  * float32 mode match PyTorch to 1e-5. */
