@@ -20,6 +20,11 @@ static const struct {
   [-(AN_EFORMAT - AN_ERR_BASE)] = {"AN_EFORMAT", "malformed file"},
   [-(AN_ECLOSED - AN_ERR_BASE)] = {"AN_ECLOSED", "connection is closing"},
   [-(AN_EUNSUPPORTED - AN_ERR_BASE)] = {"AN_EUNSUPPORTED", "feature not supported"},
+  [-(AN_ENOTFOUND - AN_ERR_BASE)] = {"AN_ENOTFOUND", "not found"},
+  [-(AN_ESTATE - AN_ERR_BASE)] = {"AN_ESTATE", "not allowed in the current state"},
+  [-(AN_EFORBIDDEN - AN_ERR_BASE)] = {"AN_EFORBIDDEN", "forbidden"},
+  [-(AN_EFUNDS - AN_ERR_BASE)] = {"AN_EFUNDS", "insufficient credits"},
+  [-(AN_ENOSPACE - AN_ERR_BASE)] = {"AN_ENOSPACE", "not enough free disk space"},
 };
 
 static int an_is_project_code(int code) {

@@ -24,7 +24,12 @@ enum an_error {
   AN_EFORMAT = AN_ERR_BASE - 12,  /* a file's contents are malformed */
   AN_ECLOSED = AN_ERR_BASE - 13,  /* operation on a closing connection */
   AN_EUNSUPPORTED = AN_ERR_BASE - 14, /* valid input using a feature we lack */
-  AN_ERR_LAST = AN_ERR_BASE - 15
+  AN_ENOTFOUND = AN_ERR_BASE - 15,    /* no such task, lease, node or blob */
+  AN_ESTATE = AN_ERR_BASE - 16,       /* not allowed in the object's current state */
+  AN_EFORBIDDEN = AN_ERR_BASE - 17,   /* authenticated, but not this node's to do */
+  AN_EFUNDS = AN_ERR_BASE - 18,       /* a balance would go below zero */
+  AN_ENOSPACE = AN_ERR_BASE - 19,     /* the disk's free-space floor would be crossed */
+  AN_ERR_LAST = AN_ERR_BASE - 20
 };
 
 /* A static, human-readable description of `code`: a project code, a libuv

@@ -1,0 +1,62 @@
+/* Content-addressed blobs (datasets, models) on the broker's disk:
+ *
+ *   DIR/<sha256 hex>            complete, verified, read-only
+ *   DIR/partial/<sha256 hex>    an upload in progress
+ *
+ * Uploads arrive in chunks, each with its own SHA-256, in order: a chunk is
+ * accepted only at the current end of the partial file and only if its
+ * digest matches, and it is on disk (fdatasync) before put returns, so the
+ * offset a client is told to resume from is always verified, durable data,
+ * across disconnects and broker restarts. The last chunk completes the
+ * blob: the whole file's SHA-256 must equal its name, then it is renamed
+ * into place (and the directory fsynced). Quotas: a maximum blob size and a
+ * free-disk floor under which new bytes are refused.
+ *
+ * Used from one thread (the broker's loop); chunks are small, so hashing
+ * them there is cheap. Hashing a resumed partial file happens once, when
+ * its upload is resumed after a restart. */
+#ifndef AN_SERVER_BLOBSTORE_H
+#define AN_SERVER_BLOBSTORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct an_blobstore an_blobstore_t;
+
+typedef struct an_blobstore_limits {
+  uint64_t max_blob_bytes;  /* 0 = 64 GiB */
+  uint64_t min_free_bytes;  /* refuse writes that would leave less free; 0 = 1 GiB */
+  uint32_t max_chunk_bytes; /* 0 = 4 MiB */
+} an_blobstore_limits_t;
+
+/* Opens (creating) DIR and DIR/partial. */
+int an_blobstore_open(const char *dir, const an_blobstore_limits_t *lim, an_blobstore_t **out,
+                      char *err, size_t errlen);
+void an_blobstore_close(an_blobstore_t *b);
+
+/* Starts or resumes the upload of blob `digest` (64 lowercase hex) of
+ * `size` bytes. *offset = bytes already verified (size if it is complete).
+ * Errors: UV_EINVAL (bad digest), AN_ETOOBIG, AN_ENOSPACE, AN_ESTATE (an
+ * upload of the same digest with another size exists). */
+int an_blobstore_begin(an_blobstore_t *b, const char *digest, uint64_t size, uint64_t *offset,
+                       char *err, size_t errlen);
+
+/* Appends one chunk at `offset` (must equal the verified end: else
+ * AN_ESTATE, and *next says where to resume). `chunk_sha256` is the chunk's
+ * raw 32-byte digest (mismatch: AN_EFORMAT, nothing written). *next = the
+ * new verified end; *complete = 1 once the blob is whole and verified
+ * (a wrong whole-file digest: AN_EFORMAT, and the partial file is dropped). */
+int an_blobstore_put(an_blobstore_t *b, const char *digest, uint64_t offset, const void *data,
+                     size_t len, const uint8_t chunk_sha256[32], uint64_t *next, int *complete,
+                     char *err, size_t errlen);
+
+/* 1 and its size if the complete blob exists, else 0. */
+int an_blobstore_has(an_blobstore_t *b, const char *digest, uint64_t *size);
+
+/* Path of a complete blob (into buf). Returns 0 or AN_ENOTFOUND. */
+int an_blobstore_path(an_blobstore_t *b, const char *digest, char *buf, size_t len);
+
+/* Bytes stored (complete and partial), for metrics. */
+uint64_t an_blobstore_bytes(an_blobstore_t *b);
+
+#endif
