@@ -152,6 +152,8 @@ static int an_client_hello(an_client_t *c, const an_client_params_t *p, char *er
   hello.software = (char *)(p->software ? p->software : "archnet-client/" AN_VERSION);
   hello.role = p->role;
   hello.node_name = (char *)(p->node_name ? p->node_name : "");
+  hello.node_id = p->node_id;
+  hello.secret = (char *)(p->secret ? p->secret : "");
   req.body_case = ARCHNET__ENVELOPE__BODY_HELLO;
   req.hello = &hello;
   an_arena_init(&arena, 0, 0);

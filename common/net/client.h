@@ -26,6 +26,10 @@ typedef struct an_client_params {
   uint64_t timeout_ms;    /* per call, including connect; 0 = 30 s */
   /* Overrides the protocol version sent in Hello; tests only (0 = ours). */
   uint32_t protocol_version;
+  /* The node's credentials from enrollment (0 / NULL: none, only Enroll
+   * is then allowed). */
+  uint64_t node_id;
+  const char *secret;
 } an_client_params_t;
 
 /* Connects and says Hello. On failure returns an error (AN_EPIN, AN_ETLS,
