@@ -142,8 +142,6 @@ int an_learned_decoder_train(const float *codes, const float *images, size_t k,
     rc = UV_EINVAL;
     goto done;
   }
-  if ((size_t)batch > k)
-    batch = (int)k;
   steps_per_epoch = (k > AN_LD_MIN_EPOCH ? k : AN_LD_MIN_EPOCH) / (size_t)batch;
   if (!(ld = calloc(1, sizeof *ld)))
     goto oom;

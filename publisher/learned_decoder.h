@@ -18,7 +18,7 @@ typedef struct an_learned_decoder an_learned_decoder_t;
 
 typedef struct an_learned_decoder_params {
   int epochs;      /* passes over the k pairs, each at least 500 samples */
-  int batch;       /* 0 = 32; capped at k */
+  int batch;       /* 0 = 32; with fewer pairs, a batch holds some twice */
   float lr;        /* 0 = 1e-3 */
   uint64_t seed;   /* initialisation and shuffling */
   /* Called after each epoch with the epoch's mean training loss; may be NULL. */
