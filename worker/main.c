@@ -1,9 +1,10 @@
-/* archnet-worker: the volunteer's daemon. Leasing, training and uploading
- * arrive with later modules; for now it can check that a broker is
- * reachable and trusted, and run ONNX models locally. */
+/* archnet-worker: the volunteer's daemon. It can enroll with a broker,
+ * check that a broker is reachable and trusted, and run ONNX models
+ * locally; leasing, training and uploading arrive with the worker module. */
 #include <signal.h>
 
 #include "common/cli.h"
+#include "common/enroll.h"
 #include "common/probe.h"
 #include "worker/commands.h"
 
@@ -11,8 +12,14 @@ static int cmd_ping(int argc, char **argv) {
   return an_probe_main("archnet-worker", ARCHNET__ROLE__ROLE_WORKER, argc, argv);
 }
 
+static int cmd_enroll(int argc, char **argv) {
+  return an_enroll_main("archnet-worker", ARCHNET__ROLE__ROLE_WORKER, "worker.credentials", argc,
+                        argv);
+}
+
 static const an_subcommand_t commands[] = {
     {"ping", "check that a broker is reachable and matches its pin", cmd_ping},
+    {"enroll", "enroll with a broker using a one-time token from its admin", cmd_enroll},
     {"onnx-run", "run an ONNX model on a .npy array and print top-1 labels",
      an_worker_onnx_run},
 };
