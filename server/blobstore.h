@@ -36,8 +36,12 @@ void an_blobstore_close(an_blobstore_t *b);
 
 /* Starts or resumes the upload of blob `digest` (64 lowercase hex) of
  * `size` bytes. *offset = bytes already verified (size if it is complete).
- * Errors: UV_EINVAL (bad digest), AN_ETOOBIG, AN_ENOSPACE, AN_ESTATE (an
- * upload of the same digest with another size exists). */
+ * Errors: UV_EINVAL (bad digest), AN_ETOOBIG, AN_ENOSPACE (a new upload
+ * whose whole size would cross the floor), AN_ESTATE (an upload of the same
+ * digest with another size exists). The hash state of up to 256 uploads is
+ * kept in memory; past that the least recently used is evicted, and, as
+ * after a restart, its next begin re-reads its partial file (the declared
+ * size is then the one this begin gives). */
 int an_blobstore_begin(an_blobstore_t *b, const char *digest, uint64_t size, uint64_t *offset,
                        char *err, size_t errlen);
 
@@ -45,7 +49,10 @@ int an_blobstore_begin(an_blobstore_t *b, const char *digest, uint64_t size, uin
  * AN_ESTATE, and *next says where to resume). `chunk_sha256` is the chunk's
  * raw 32-byte digest (mismatch: AN_EFORMAT, nothing written). *next = the
  * new verified end; *complete = 1 once the blob is whole and verified
- * (a wrong whole-file digest: AN_EFORMAT, and the partial file is dropped). */
+ * (a wrong whole-file digest: AN_EFORMAT, and the partial file is dropped).
+ * Also AN_ETOOBIG (a chunk over max_chunk_bytes or past the declared size),
+ * AN_ENOSPACE (the floor), AN_ENOTFOUND (no upload of `digest` begun in
+ * this process, or evicted: begin it again). */
 int an_blobstore_put(an_blobstore_t *b, const char *digest, uint64_t offset, const void *data,
                      size_t len, const uint8_t chunk_sha256[32], uint64_t *next, int *complete,
                      char *err, size_t errlen);

@@ -1,0 +1,636 @@
+/* The broker's blob store: chunked, verified, resumable uploads into a
+ * content-addressed directory. Blob names come from the `sha256sum`
+ * program, and completed files are hashed by it again, so the store's own
+ * SHA-256 is checked against an independent implementation. */
+#include <check.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <openssl/sha.h>
+#include <uv.h>
+
+#include "common/error.h"
+#include "server/blobstore.h"
+#include "tests/support/testutil.h"
+
+#define SHA256SUM "/usr/bin/sha256sum"
+
+typedef struct fixture {
+  char *dir;       /* the test's scratch directory */
+  char store[512]; /* the blob store inside it */
+} fixture_t;
+
+static void fixture_init(fixture_t *f) {
+  f->dir = an_test_tmpdir();
+  ck_assert_ptr_nonnull(f->dir);
+  snprintf(f->store, sizeof f->store, "%s/blobs", f->dir);
+}
+
+static void fixture_done(fixture_t *f) {
+  an_test_rmtree(f->dir);
+  free(f->dir);
+}
+
+static uint8_t *random_bytes(size_t len, uint64_t seed) {
+  uint8_t *p = malloc(len ? len : 1);
+  ck_assert_ptr_nonnull(p);
+  for (size_t i = 0; i < len; i++)
+    p[i] = (uint8_t)an_test_rand(&seed);
+  return p;
+}
+
+static void write_file(const char *path, const void *data, size_t len) {
+  FILE *f = fopen(path, "wb");
+  ck_assert_ptr_nonnull(f);
+  ck_assert_uint_eq(fwrite(data, 1, len, f), len);
+  ck_assert_int_eq(fclose(f), 0);
+}
+
+/* The SHA-256 of a file, in hex, as the coreutils program computes it. */
+static void sha256sum_file(const char *path, char hex[65]) {
+  char *argv[] = {SHA256SUM, (char *)path, NULL};
+  char *out = NULL;
+  ck_assert_int_eq(an_test_run(argv, &out, NULL), 0);
+  ck_assert_ptr_nonnull(out);
+  ck_assert_msg(strlen(out) > 64 && out[64] == ' ', "unexpected sha256sum output: %s", out);
+  memcpy(hex, out, 64);
+  hex[64] = '\0';
+  free(out);
+}
+
+/* The name a blob of these bytes must have, from sha256sum. */
+static void sha256sum_bytes(const fixture_t *f, const void *data, size_t len, char hex[65]) {
+  char path[600];
+  snprintf(path, sizeof path, "%s/bytes", f->dir);
+  write_file(path, data, len);
+  sha256sum_file(path, hex);
+  unlink(path);
+}
+
+static void chunk_digest(const void *data, size_t len, uint8_t out[32]) {
+  ck_assert_ptr_nonnull(SHA256(data, len, out));
+}
+
+static an_blobstore_t *open_store(const fixture_t *f, const an_blobstore_limits_t *lim) {
+  an_blobstore_t *b = NULL;
+  char err[512] = "";
+  int rc = an_blobstore_open(f->store, lim, &b, err, sizeof err);
+  ck_assert_msg(rc == 0, "open: %s (%s)", err, an_err_name(rc));
+  ck_assert_ptr_nonnull(b);
+  return b;
+}
+
+/* Puts one chunk that must be accepted; returns *complete. */
+static int put_ok(an_blobstore_t *b, const char *digest, uint64_t offset, const uint8_t *data,
+                  size_t len) {
+  uint8_t sha[32];
+  uint64_t next = 0;
+  int complete = -1, rc;
+  char err[512] = "";
+  chunk_digest(data, len, sha);
+  rc = an_blobstore_put(b, digest, offset, data, len, sha, &next, &complete, err, sizeof err);
+  ck_assert_msg(rc == 0, "put at %llu: %s (%s)", (unsigned long long)offset, err,
+                an_err_name(rc));
+  ck_assert_uint_eq(next, offset + len);
+  return complete;
+}
+
+/* Uploads data[from, to) in chunks of `chunk` bytes; only a chunk ending at
+ * the blob's size `len` may complete it. */
+static void put_range(an_blobstore_t *b, const char *digest, const uint8_t *data, size_t from,
+                      size_t to, size_t chunk, size_t len) {
+  for (size_t at = from; at < to; at += chunk) {
+    size_t n = to - at < chunk ? to - at : chunk;
+    int complete = put_ok(b, digest, at, data + at, n);
+    ck_assert_int_eq(complete, at + n == len);
+  }
+}
+
+static off_t file_size(const char *path) {
+  struct stat st;
+  return stat(path, &st) == 0 ? st.st_size : -1;
+}
+
+static void partial_path(const fixture_t *f, const char *digest, char *buf, size_t len) {
+  snprintf(buf, len, "%s/partial/%s", f->store, digest);
+}
+
+/* The blob is in place, read-only, byte for byte the data, and sha256sum
+ * agrees with its name; its partial file is gone. */
+static void expect_complete(const fixture_t *f, an_blobstore_t *b, const char *digest,
+                            const uint8_t *data, size_t len) {
+  char path[600], hex[65];
+  uint64_t size = 0;
+  struct stat st;
+  FILE *fp;
+  uint8_t *back = malloc(len + 1);
+  ck_assert_ptr_nonnull(back);
+  ck_assert_int_eq(an_blobstore_has(b, digest, &size), 1);
+  ck_assert_uint_eq(size, len);
+  ck_assert_int_eq(an_blobstore_path(b, digest, path, sizeof path), 0);
+  ck_assert_int_eq(stat(path, &st), 0);
+  ck_assert_msg((st.st_mode & 0222) == 0, "a complete blob is writable (mode %o)",
+                (unsigned)st.st_mode & 0777);
+  fp = fopen(path, "rb");
+  ck_assert_ptr_nonnull(fp);
+  ck_assert_uint_eq(fread(back, 1, len + 1, fp), len);
+  fclose(fp);
+  ck_assert(len == 0 || memcmp(back, data, len) == 0);
+  sha256sum_file(path, hex);
+  ck_assert_str_eq(hex, digest);
+  partial_path(f, digest, path, sizeof path);
+  ck_assert_int_eq(file_size(path), -1);
+  free(back);
+}
+
+START_TEST(test_one_chunk) {
+  fixture_t f;
+  size_t len = 100000;
+  uint8_t *data = random_bytes(len, 1);
+  char digest[65];
+  uint64_t offset = 99;
+  char err[512];
+  fixture_init(&f);
+  sha256sum_bytes(&f, data, len, digest);
+  an_blobstore_t *b = open_store(&f, &(an_blobstore_limits_t){.min_free_bytes = 1});
+  ck_assert_int_eq(an_blobstore_has(b, digest, NULL), 0);
+  ck_assert_int_eq(an_blobstore_begin(b, digest, len, &offset, err, sizeof err), 0);
+  ck_assert_uint_eq(offset, 0);
+  ck_assert_int_eq(put_ok(b, digest, 0, data, len), 1);
+  expect_complete(&f, b, digest, data, len);
+  ck_assert_uint_eq(an_blobstore_bytes(b), len);
+  /* Beginning it again: nothing to send. */
+  ck_assert_int_eq(an_blobstore_begin(b, digest, len, &offset, err, sizeof err), 0);
+  ck_assert_uint_eq(offset, len);
+  /* The same name with another size is someone's mistake. */
+  ck_assert_int_eq(an_blobstore_begin(b, digest, len + 1, &offset, err, sizeof err), AN_ESTATE);
+  an_blobstore_close(b);
+  /* The byte count comes back from the directory after a restart. */
+  b = open_store(&f, &(an_blobstore_limits_t){.min_free_bytes = 1});
+  ck_assert_uint_eq(an_blobstore_bytes(b), len);
+  an_blobstore_close(b);
+  fixture_done(&f);
+  free(data);
+}
+END_TEST
+
+START_TEST(test_many_chunks) {
+  fixture_t f;
+  size_t len = (1u << 20) + 17, chunk = 7919; /* a prime: no chunk lines up with anything */
+  uint8_t *data = random_bytes(len, 2);
+  char digest[65], err[512];
+  uint64_t offset = 1;
+  fixture_init(&f);
+  sha256sum_bytes(&f, data, len, digest);
+  an_blobstore_t *b = open_store(
+      &f, &(an_blobstore_limits_t){.min_free_bytes = 1, .max_chunk_bytes = (uint32_t)chunk});
+  ck_assert_int_eq(an_blobstore_begin(b, digest, len, &offset, err, sizeof err), 0);
+  ck_assert_uint_eq(offset, 0);
+  put_range(b, digest, data, 0, len, chunk, len);
+  expect_complete(&f, b, digest, data, len);
+  an_blobstore_close(b);
+  fixture_done(&f);
+  free(data);
+}
+END_TEST
+
+START_TEST(test_empty_blob) {
+  fixture_t f;
+  char digest[65], err[512];
+  uint64_t offset = 1;
+  fixture_init(&f);
+  sha256sum_bytes(&f, "", 0, digest);
+  an_blobstore_t *b = open_store(&f, &(an_blobstore_limits_t){.min_free_bytes = 1});
+  /* Nothing to send: begin completes it. */
+  ck_assert_int_eq(an_blobstore_begin(b, digest, 0, &offset, err, sizeof err), 0);
+  ck_assert_uint_eq(offset, 0);
+  expect_complete(&f, b, digest, NULL, 0);
+  an_blobstore_close(b);
+  fixture_done(&f);
+}
+END_TEST
+
+START_TEST(test_resume_after_reopen) {
+  fixture_t f;
+  size_t len = 300000, chunk = 4096, half = 37 * 4096;
+  uint8_t *data = random_bytes(len, 3);
+  char digest[65], err[512], partial[600];
+  uint64_t offset = 1;
+  fixture_init(&f);
+  sha256sum_bytes(&f, data, len, digest);
+  partial_path(&f, digest, partial, sizeof partial);
+
+  an_blobstore_t *b = open_store(&f, &(an_blobstore_limits_t){.min_free_bytes = 1});
+  ck_assert_int_eq(an_blobstore_begin(b, digest, len, &offset, err, sizeof err), 0);
+  put_range(b, digest, data, 0, half, chunk, len);
+  /* Asking again in the same process gives the same verified end. */
+  ck_assert_int_eq(an_blobstore_begin(b, digest, len, &offset, err, sizeof err), 0);
+  ck_assert_uint_eq(offset, half);
+  ck_assert_uint_eq(an_blobstore_bytes(b), half);
+  an_blobstore_close(b); /* the broker stops mid-upload */
+
+  ck_assert_int_eq(file_size(partial), (off_t)half);
+  b = open_store(&f, &(an_blobstore_limits_t){.min_free_bytes = 1});
+  ck_assert_uint_eq(an_blobstore_bytes(b), half);
+  /* Before begin, the new process knows nothing of the upload. */
+  {
+    uint8_t sha[32];
+    uint64_t next = 7;
+    int complete = 7;
+    chunk_digest(data + half, chunk, sha);
+    ck_assert_int_eq(an_blobstore_put(b, digest, half, data + half, chunk, sha, &next,
+                                      &complete, err, sizeof err),
+                     AN_ENOTFOUND);
+    ck_assert_int_eq(complete, 0);
+  }
+  ck_assert_int_eq(an_blobstore_begin(b, digest, len, &offset, err, sizeof err), 0);
+  ck_assert_uint_eq(offset, half);
+  /* A second interruption, at an offset that is not a multiple of the chunk. */
+  put_range(b, digest, data, half, half + 3 * chunk + 5, chunk, len);
+  an_blobstore_close(b);
+
+  b = open_store(&f, &(an_blobstore_limits_t){.min_free_bytes = 1});
+  ck_assert_int_eq(an_blobstore_begin(b, digest, len, &offset, err, sizeof err), 0);
+  ck_assert_uint_eq(offset, half + 3 * chunk + 5);
+  /* The resumed hash must cover the bytes from before the restarts, or the
+   * whole-file check at the end fails. */
+  put_range(b, digest, data, (size_t)offset, len, chunk, len);
+  expect_complete(&f, b, digest, data, len);
+  an_blobstore_close(b);
+  fixture_done(&f);
+  free(data);
+}
+END_TEST
+
+/* A crash after the last chunk was written but before the rename: the
+ * partial file is whole, and begin must finish it, not report it done. */
+START_TEST(test_whole_partial_after_crash) {
+  fixture_t f;
+  size_t len = 5000;
+  uint8_t *data = random_bytes(len, 4);
+  char digest[65], err[512], partial[600];
+  uint64_t offset = 1;
+  fixture_init(&f);
+  sha256sum_bytes(&f, data, len, digest);
+  an_blobstore_t *b = open_store(&f, &(an_blobstore_limits_t){.min_free_bytes = 1});
+  an_blobstore_close(b); /* creates the directories */
+  partial_path(&f, digest, partial, sizeof partial);
+  write_file(partial, data, len);
+  b = open_store(&f, &(an_blobstore_limits_t){.min_free_bytes = 1});
+  ck_assert_int_eq(an_blobstore_has(b, digest, NULL), 0);
+  ck_assert_int_eq(an_blobstore_begin(b, digest, len, &offset, err, sizeof err), 0);
+  ck_assert_uint_eq(offset, len);
+  expect_complete(&f, b, digest, data, len);
+  an_blobstore_close(b);
+  fixture_done(&f);
+  free(data);
+}
+END_TEST
+
+START_TEST(test_wrong_chunk_digest) {
+  fixture_t f;
+  size_t len = 20000, chunk = 5000;
+  uint8_t *data = random_bytes(len, 5);
+  char digest[65], err[512] = "", partial[600];
+  uint8_t sha[32];
+  uint64_t offset = 1, next = 0;
+  int complete = -1;
+  fixture_init(&f);
+  sha256sum_bytes(&f, data, len, digest);
+  partial_path(&f, digest, partial, sizeof partial);
+  an_blobstore_t *b = open_store(&f, &(an_blobstore_limits_t){.min_free_bytes = 1});
+  ck_assert_int_eq(an_blobstore_begin(b, digest, len, &offset, err, sizeof err), 0);
+  put_ok(b, digest, 0, data, chunk);
+
+  /* The digest of other bytes, then of the right bytes with one bit flipped. */
+  chunk_digest(data + 2 * chunk, chunk, sha);
+  ck_assert_int_eq(an_blobstore_put(b, digest, chunk, data + chunk, chunk, sha, &next,
+                                    &complete, err, sizeof err),
+                   AN_EFORMAT);
+  ck_assert_msg(strstr(err, "digest") != NULL, "no reason given: %s", err);
+  ck_assert_uint_eq(next, chunk);
+  ck_assert_int_eq(complete, 0);
+  chunk_digest(data + chunk, chunk, sha);
+  sha[31] ^= 1;
+  ck_assert_int_eq(an_blobstore_put(b, digest, chunk, data + chunk, chunk, sha, &next,
+                                    &complete, err, sizeof err),
+                   AN_EFORMAT);
+  /* Nothing was written, and the upload goes on from where it was. */
+  ck_assert_int_eq(file_size(partial), (off_t)chunk);
+  ck_assert_uint_eq(an_blobstore_bytes(b), chunk);
+  put_range(b, digest, data, chunk, len, chunk, len);
+  expect_complete(&f, b, digest, data, len);
+  an_blobstore_close(b);
+  fixture_done(&f);
+  free(data);
+}
+END_TEST
+
+START_TEST(test_out_of_order) {
+  fixture_t f;
+  size_t len = 40000, chunk = 10000;
+  uint8_t *data = random_bytes(len, 6);
+  char digest[65], err[512] = "", partial[600];
+  uint8_t sha[32];
+  uint64_t offset = 1, next = 0;
+  int complete = -1;
+  fixture_init(&f);
+  sha256sum_bytes(&f, data, len, digest);
+  partial_path(&f, digest, partial, sizeof partial);
+  an_blobstore_t *b = open_store(&f, &(an_blobstore_limits_t){.min_free_bytes = 1});
+  ck_assert_int_eq(an_blobstore_begin(b, digest, len, &offset, err, sizeof err), 0);
+  put_range(b, digest, data, 0, 2 * chunk, chunk, len);
+
+  /* Ahead of the end (a lost chunk), behind it (a duplicate), and at 0. */
+  uint64_t wrong[] = {3 * chunk, chunk, 0, 2 * chunk + 1};
+  for (size_t i = 0; i < sizeof wrong / sizeof wrong[0]; i++) {
+    chunk_digest(data + wrong[i], chunk, sha);
+    next = 12345;
+    ck_assert_int_eq(an_blobstore_put(b, digest, wrong[i], data + wrong[i], chunk, sha, &next,
+                                      &complete, err, sizeof err),
+                     AN_ESTATE);
+    ck_assert_uint_eq(next, 2 * chunk); /* where to resume */
+    ck_assert_int_eq(complete, 0);
+    ck_assert_int_eq(file_size(partial), (off_t)(2 * chunk));
+  }
+  put_range(b, digest, data, (size_t)next, len, chunk, len);
+  expect_complete(&f, b, digest, data, len);
+  an_blobstore_close(b);
+  fixture_done(&f);
+  free(data);
+}
+END_TEST
+
+START_TEST(test_wrong_whole_digest) {
+  fixture_t f;
+  size_t len = 30000, chunk = 10000;
+  uint8_t *data = random_bytes(len, 7), *other = random_bytes(len, 8);
+  char digest[65], err[512] = "", partial[600];
+  uint8_t sha[32];
+  uint64_t offset = 1, next = 0;
+  int complete = -1;
+  fixture_init(&f);
+  /* Named after `other`, but the chunks (each correct) are `data`. */
+  sha256sum_bytes(&f, other, len, digest);
+  partial_path(&f, digest, partial, sizeof partial);
+  an_blobstore_t *b = open_store(&f, &(an_blobstore_limits_t){.min_free_bytes = 1});
+  ck_assert_int_eq(an_blobstore_begin(b, digest, len, &offset, err, sizeof err), 0);
+  put_range(b, digest, data, 0, 2 * chunk, chunk, len);
+  chunk_digest(data + 2 * chunk, chunk, sha);
+  ck_assert_int_eq(an_blobstore_put(b, digest, 2 * chunk, data + 2 * chunk, chunk, sha, &next,
+                                    &complete, err, sizeof err),
+                   AN_EFORMAT);
+  ck_assert_int_eq(complete, 0);
+  ck_assert_msg(strstr(err, digest) != NULL, "the reason names the blob: %s", err);
+  /* Dropped: no blob, no partial file, and a new begin starts from zero. */
+  ck_assert_int_eq(an_blobstore_has(b, digest, NULL), 0);
+  ck_assert_int_eq(file_size(partial), -1);
+  ck_assert_uint_eq(an_blobstore_bytes(b), 0);
+  ck_assert_int_eq(an_blobstore_begin(b, digest, len, &offset, err, sizeof err), 0);
+  ck_assert_uint_eq(offset, 0);
+  /* The right bytes under that name do complete. */
+  put_range(b, digest, other, 0, len, chunk, len);
+  expect_complete(&f, b, digest, other, len);
+  an_blobstore_close(b);
+  fixture_done(&f);
+  free(data);
+  free(other);
+}
+END_TEST
+
+START_TEST(test_bad_digest_strings) {
+  fixture_t f;
+  char good[65], upper[65], path[600], err[512];
+  uint8_t sha[32];
+  uint64_t offset = 0, next = 0;
+  int complete = 0;
+  fixture_init(&f);
+  sha256sum_bytes(&f, "x", 1, good);
+  for (int i = 0; i < 65; i++)
+    upper[i] = (char)(good[i] >= 'a' && good[i] <= 'f' ? good[i] - 32 : good[i]);
+  char dotdot[65], slash[65], nul[66];
+  /* 64 characters that climb out of the directory. */
+  memset(dotdot, 0, sizeof dotdot);
+  for (int i = 0; i < 64; i += 3)
+    memcpy(dotdot + i, i + 3 <= 64 ? "../" : "..", i + 3 <= 64 ? 3 : (size_t)(64 - i));
+  memcpy(slash, good, 65);
+  slash[10] = '/';
+  /* The right name, but longer: the store must not read it as 64 chars. */
+  memcpy(nul, good, 64);
+  nul[64] = 'a';
+  nul[65] = '\0';
+  const char *bad[] = {"../..",         "",    good + 1, upper, dotdot, slash, nul,
+                       "../../../../etc/passwd", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b85g"};
+  an_blobstore_t *b = open_store(&f, &(an_blobstore_limits_t){.min_free_bytes = 1});
+  chunk_digest("x", 1, sha);
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    err[0] = '\0';
+    ck_assert_msg(an_blobstore_begin(b, bad[i], 1, &offset, err, sizeof err) == UV_EINVAL,
+                  "begin accepted '%s'", bad[i]);
+    ck_assert_msg(err[0] != '\0', "no reason for '%s'", bad[i]);
+    ck_assert_int_eq(an_blobstore_put(b, bad[i], 0, "x", 1, sha, &next, &complete, err,
+                                      sizeof err),
+                     UV_EINVAL);
+    ck_assert_int_eq(an_blobstore_has(b, bad[i], NULL), 0);
+    ck_assert_int_eq(an_blobstore_path(b, bad[i], path, sizeof path), AN_ENOTFOUND);
+  }
+  /* Nothing was created anywhere: the scratch directory holds only the store,
+   * and the store only its (empty) partial directory. */
+  {
+    char *argv[] = {"/usr/bin/find", f.dir, "-mindepth", "1", NULL};
+    char *out = NULL, line[1024];
+    size_t lines = 0;
+    ck_assert_int_eq(an_test_run(argv, &out, NULL), 0);
+    ck_assert_ptr_nonnull(out);
+    for (const char *p = out; (p = strchr(p, '\n')) != NULL; p++)
+      lines++;
+    snprintf(line, sizeof line, "%s/blobs\n", f.dir);
+    ck_assert_msg(lines == 2 && strstr(out, line), "unexpected files:\n%s", out);
+    snprintf(line, sizeof line, "%s/blobs/partial\n", f.dir);
+    ck_assert_msg(strstr(out, line), "unexpected files:\n%s", out);
+    free(out);
+  }
+  /* The canonical spelling works. */
+  ck_assert_int_eq(an_blobstore_begin(b, good, 1, &offset, err, sizeof err), 0);
+  ck_assert_int_eq(put_ok(b, good, 0, (const uint8_t *)"x", 1), 1);
+  ck_assert_int_eq(an_blobstore_has(b, upper, NULL), 0);
+  an_blobstore_close(b);
+  fixture_done(&f);
+}
+END_TEST
+
+START_TEST(test_size_limits) {
+  fixture_t f;
+  size_t len = 1000;
+  uint8_t *data = random_bytes(len + 1, 9);
+  char digest[65], big[65], err[512] = "", partial[600];
+  uint8_t sha[32];
+  uint64_t offset = 1, next = 0;
+  int complete = -1;
+  fixture_init(&f);
+  sha256sum_bytes(&f, data, len, digest);
+  sha256sum_bytes(&f, data, len + 1, big);
+  partial_path(&f, digest, partial, sizeof partial);
+  an_blobstore_t *b = open_store(&f, &(an_blobstore_limits_t){
+                                         .min_free_bytes = 1,
+                                         .max_blob_bytes = len,
+                                         .max_chunk_bytes = 400,
+                                     });
+  /* One byte over the maximum blob size: refused before anything exists. */
+  ck_assert_int_eq(an_blobstore_begin(b, big, len + 1, &offset, err, sizeof err), AN_ETOOBIG);
+  ck_assert_int_eq(an_blobstore_put(b, big, 0, data, 400, sha, &next, &complete, err,
+                                    sizeof err),
+                   AN_ENOTFOUND);
+  ck_assert_int_eq(an_blobstore_begin(b, digest, len, &offset, err, sizeof err), 0);
+  /* A chunk over the chunk limit, whatever its digest. */
+  chunk_digest(data, 401, sha);
+  ck_assert_int_eq(an_blobstore_put(b, digest, 0, data, 401, sha, &next, &complete, err,
+                                    sizeof err),
+                   AN_ETOOBIG);
+  ck_assert_int_eq(file_size(partial), 0);
+  put_range(b, digest, data, 0, 800, 400, len);
+  /* A chunk that runs past the declared size. */
+  chunk_digest(data + 800, 201, sha);
+  ck_assert_int_eq(an_blobstore_put(b, digest, 800, data + 800, 201, sha, &next, &complete,
+                                    err, sizeof err),
+                   AN_ETOOBIG);
+  ck_assert_uint_eq(next, 800);
+  ck_assert_int_eq(file_size(partial), 800);
+  put_range(b, digest, data, 800, len, 400, len);
+  expect_complete(&f, b, digest, data, len);
+  an_blobstore_close(b);
+  fixture_done(&f);
+  free(data);
+}
+END_TEST
+
+START_TEST(test_free_disk_floor) {
+  fixture_t f;
+  size_t len = 10000, chunk = 2500;
+  uint8_t *data = random_bytes(len, 10);
+  char digest[65], other[65], err[512] = "", partial[600];
+  uint8_t sha[32];
+  uint64_t offset = 1, next = 0;
+  int complete = -1;
+  struct statvfs vfs;
+  fixture_init(&f);
+  sha256sum_bytes(&f, data, len, digest);
+  sha256sum_bytes(&f, data, chunk, other);
+  partial_path(&f, digest, partial, sizeof partial);
+  ck_assert_int_eq(statvfs(f.dir, &vfs), 0);
+  /* A floor far above the disk's free space (and its size). */
+  uint64_t total = (uint64_t)vfs.f_blocks * vfs.f_frsize;
+  an_blobstore_limits_t full = {.min_free_bytes = total * 2};
+
+  an_blobstore_t *b = open_store(&f, &full);
+  ck_assert_int_eq(an_blobstore_begin(b, digest, len, &offset, err, sizeof err), AN_ENOSPACE);
+  ck_assert_msg(strstr(err, "full") != NULL, "no reason given: %s", err);
+  ck_assert_int_eq(file_size(partial), -1); /* nothing created */
+  an_blobstore_close(b);
+
+  /* Room enough: part of the upload goes through. */
+  b = open_store(&f, &(an_blobstore_limits_t){.min_free_bytes = 1});
+  ck_assert_int_eq(an_blobstore_begin(b, digest, len, &offset, err, sizeof err), 0);
+  put_range(b, digest, data, 0, 2 * chunk, chunk, len);
+  an_blobstore_close(b);
+
+  /* The disk "fills": the resumed upload may begin (its bytes are there),
+   * but no new byte is written, and a new upload cannot start. */
+  b = open_store(&f, &full);
+  ck_assert_int_eq(an_blobstore_begin(b, digest, len, &offset, err, sizeof err), 0);
+  ck_assert_uint_eq(offset, 2 * chunk);
+  chunk_digest(data + 2 * chunk, chunk, sha);
+  ck_assert_int_eq(an_blobstore_put(b, digest, 2 * chunk, data + 2 * chunk, chunk, sha, &next,
+                                    &complete, err, sizeof err),
+                   AN_ENOSPACE);
+  ck_assert_uint_eq(next, 2 * chunk);
+  ck_assert_int_eq(file_size(partial), (off_t)(2 * chunk));
+  ck_assert_int_eq(an_blobstore_begin(b, other, chunk, &offset, err, sizeof err), AN_ENOSPACE);
+  an_blobstore_close(b);
+
+  /* Space again: the upload finishes where it stopped. */
+  b = open_store(&f, &(an_blobstore_limits_t){.min_free_bytes = 1});
+  ck_assert_int_eq(an_blobstore_begin(b, digest, len, &offset, err, sizeof err), 0);
+  ck_assert_uint_eq(offset, 2 * chunk);
+  put_range(b, digest, data, 2 * chunk, len, chunk, len);
+  expect_complete(&f, b, digest, data, len);
+  an_blobstore_close(b);
+  fixture_done(&f);
+  free(data);
+}
+END_TEST
+
+/* More uploads in flight than the store keeps in memory: the oldest are
+ * evicted, and each comes back at its verified end when begun again. */
+START_TEST(test_many_uploads_evicted) {
+  enum { UPLOADS = 300, LEN = 64, HALF = 24 };
+  fixture_t f;
+  char (*digests)[65] = calloc(UPLOADS, 65), err[512];
+  uint8_t *data = random_bytes((size_t)UPLOADS * LEN, 11);
+  uint64_t offset;
+  fixture_init(&f);
+  ck_assert_ptr_nonnull(digests);
+  for (int i = 0; i < UPLOADS; i++)
+    sha256sum_bytes(&f, data + (size_t)i * LEN, LEN, digests[i]);
+  an_blobstore_t *b = open_store(&f, &(an_blobstore_limits_t){.min_free_bytes = 1});
+  for (int i = 0; i < UPLOADS; i++) {
+    ck_assert_int_eq(an_blobstore_begin(b, digests[i], LEN, &offset, err, sizeof err), 0);
+    ck_assert_uint_eq(offset, 0);
+    put_ok(b, digests[i], 0, data + (size_t)i * LEN, HALF);
+  }
+  int evicted = 0;
+  for (int i = 0; i < UPLOADS; i++) {
+    const uint8_t *d = data + (size_t)i * LEN;
+    uint8_t sha[32];
+    uint64_t next = 0;
+    int complete = 0;
+    chunk_digest(d + HALF, LEN - HALF, sha);
+    int rc = an_blobstore_put(b, digests[i], HALF, d + HALF, LEN - HALF, sha, &next, &complete,
+                              err, sizeof err);
+    if (rc == AN_ENOTFOUND) {
+      evicted++;
+      ck_assert_int_eq(an_blobstore_begin(b, digests[i], LEN, &offset, err, sizeof err), 0);
+      ck_assert_uint_eq(offset, HALF);
+      complete = put_ok(b, digests[i], HALF, d + HALF, LEN - HALF);
+    } else {
+      ck_assert_msg(rc == 0, "put %d: %s", i, err);
+    }
+    ck_assert_int_eq(complete, 1);
+  }
+  ck_assert_msg(evicted > 0, "no upload was evicted: the table is not bounded");
+  for (int i = 0; i < UPLOADS; i += 37)
+    expect_complete(&f, b, digests[i], data + (size_t)i * LEN, LEN);
+  ck_assert_uint_eq(an_blobstore_bytes(b), (uint64_t)UPLOADS * LEN);
+  an_blobstore_close(b);
+  fixture_done(&f);
+  free(data);
+  free(digests);
+}
+END_TEST
+
+static Suite *blobstore_suite(void) {
+  Suite *s = suite_create("blobstore");
+  TCase *tc = tcase_create("uploads");
+  tcase_set_timeout(tc, 60);
+  tcase_add_test(tc, test_one_chunk);
+  tcase_add_test(tc, test_many_chunks);
+  tcase_add_test(tc, test_empty_blob);
+  tcase_add_test(tc, test_resume_after_reopen);
+  tcase_add_test(tc, test_whole_partial_after_crash);
+  tcase_add_test(tc, test_wrong_chunk_digest);
+  tcase_add_test(tc, test_out_of_order);
+  tcase_add_test(tc, test_wrong_whole_digest);
+  tcase_add_test(tc, test_bad_digest_strings);
+  tcase_add_test(tc, test_size_limits);
+  tcase_add_test(tc, test_free_disk_floor);
+  tcase_add_test(tc, test_many_uploads_evicted);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+AN_TEST_MAIN(blobstore_suite)
