@@ -8,28 +8,18 @@
 #include <jansson.h>
 #include <uv.h>
 
-#include "common/atomic_file.h"
 #include "common/error.h"
+#include "common/small_file.h"
 
 int an_credentials_write(const char *path, const an_credentials_t *c, char *err, size_t errlen) {
-  an_atomic_file_t f = {.fd = -1};
-  char *text = NULL;
   int rc = UV_ENOMEM;
   json_t *j = json_pack("{s:s, s:s, s:I, s:s, s:i, s:s}", "broker", c->broker, "pin", c->pin,
                         "node_id", (json_int_t)c->node_id, "secret", c->secret, "role", c->role,
                         "name", c->name);
-  if (!j || !(text = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER))) {
+  if (!j)
     snprintf(err, errlen, "out of memory");
-    goto done;
-  }
-  if ((rc = an_atomic_file_open(&f, path, 0600, err, errlen)) != 0 ||
-      (rc = an_atomic_file_write(&f, text, strlen(text), err, errlen)) != 0 ||
-      (rc = an_atomic_file_write(&f, "\n", 1, err, errlen)) != 0)
-    goto done;
-  rc = an_atomic_file_commit(&f, err, errlen);
-done:
-  an_atomic_file_abort(&f);
-  free(text);
+  else
+    rc = an_json_write_file(path, j, 0600, err, errlen);
   json_decref(j);
   return rc;
 }

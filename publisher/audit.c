@@ -24,13 +24,13 @@
 #include <jansson.h>
 #include <uv.h>
 
-#include "common/atomic_file.h"
 #include "common/blob/dataset.h"
 #include "common/blob/npy.h"
 #include "common/cli.h"
 #include "common/error.h"
 #include "common/nn/rng.h"
 #include "common/progress.h"
+#include "common/small_file.h"
 #include "publisher/commands.h"
 #include "publisher/image_grid.h"
 #include "publisher/key.h"
@@ -509,8 +509,6 @@ static void audit_print_table(const audit_t *a) {
 
 static int audit_write_json(audit_t *a, const char *path) {
   json_t *root = NULL, *rows, *attacks, *grid;
-  char *text = NULL;
-  an_atomic_file_t f = {.fd = -1};
   int rc = UV_ENOMEM;
 
   root = json_pack("{s:s, s:s, s:I, s:I, s:I, s:[i,i,i], s:[i,i,i], s:f}", "key", a->s->key,
@@ -556,20 +554,10 @@ static int audit_write_json(audit_t *a, const char *path) {
   json_object_set_new(root, "learned_skipped",
                       a->learned_skipped ? json_string(a->learned_skipped) : json_null());
   json_object_set_new(root, "dump", a->s->dump ? json_string(a->s->dump) : json_null());
-  if (!(text = json_dumps(root, JSON_INDENT(2) | JSON_ENSURE_ASCII)))
-    goto done;
-  if ((rc = an_atomic_file_open(&f, path, 0644, a->err, sizeof a->err)) != 0)
-    goto done;
-  if ((rc = an_atomic_file_write(&f, text, strlen(text), a->err, sizeof a->err)) != 0 ||
-      (rc = an_atomic_file_write(&f, "\n", 1, a->err, sizeof a->err)) != 0) {
-    an_atomic_file_abort(&f);
-    goto done;
-  }
-  rc = an_atomic_file_commit(&f, a->err, sizeof a->err);
+  rc = an_json_write_file(path, root, 0644, a->err, sizeof a->err);
 done:
   if (rc == UV_ENOMEM)
     snprintf(a->err, sizeof a->err, "%s: out of memory building the JSON", path);
-  free(text);
   json_decref(root);
   return rc;
 }

@@ -9,8 +9,8 @@
 #include <jansson.h>
 #include <uv.h>
 
-#include "common/atomic_file.h"
 #include "common/error.h"
+#include "common/small_file.h"
 #include "common/nn/tensor.h"
 
 const char *an_encoded_dtype_name(an_npy_dtype_t t) {
@@ -65,8 +65,7 @@ void an_encoded_code_values(const an_encoded_info_t *e, const void *src, size_t 
 }
 
 int an_encoded_write_info(const char *dir, const an_encoded_info_t *e, char *err, size_t errlen) {
-  char path[4096], *text = NULL;
-  an_atomic_file_t f = {.fd = -1};
+  char path[4096];
   int rc = UV_ENOMEM;
   json_t *j = json_pack("{s:s, s:s, s:[i,i,i], s:{s:I, s:f, s:I, s:I, s:I, s:I}, s:s}", "format",
                         AN_ENCODED_FORMAT, "dtype", an_encoded_dtype_name(e->dtype), "shape",
@@ -84,19 +83,13 @@ int an_encoded_write_info(const char *dir, const an_encoded_info_t *e, char *err
     if (!scale || json_object_set_new(j, "u8_range", scale) != 0)
       goto done;
   }
-  if (!j || !(text = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER))) {
+  if (!j) {
     snprintf(err, errlen, "out of memory");
     goto done;
   }
   snprintf(path, sizeof path, "%s/%s", dir, AN_ENCODED_INFO);
-  if ((rc = an_atomic_file_open(&f, path, 0644, err, errlen)) != 0 ||
-      (rc = an_atomic_file_write(&f, text, strlen(text), err, errlen)) != 0 ||
-      (rc = an_atomic_file_write(&f, "\n", 1, err, errlen)) != 0)
-    goto done;
-  rc = an_atomic_file_commit(&f, err, errlen);
+  rc = an_json_write_file(path, j, 0644, err, errlen);
 done:
-  an_atomic_file_abort(&f);
-  free(text);
   json_decref(j);
   return rc;
 }

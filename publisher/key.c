@@ -10,14 +10,12 @@
 #include <jansson.h>
 #include <uv.h>
 
-#include "common/atomic_file.h"
 #include "common/error.h"
+#include "common/small_file.h"
 
 int an_key_write_manifest(const char *dir, const an_key_manifest_t *k, char *err,
                           size_t errlen) {
   char path[4096];
-  an_atomic_file_t f = {.fd = -1};
-  char *text = NULL;
   int rc = UV_ENOMEM;
   json_t *j = json_pack(
       "{s:s, s:s, s:s, s:s, s:[i,i,i], s:[i,i,i], s:I, s:I, s:I, s:I, s:f, "
@@ -29,19 +27,11 @@ int an_key_write_manifest(const char *dir, const an_key_manifest_t *k, char *err
       k->dataset_format, "digest", k->dataset_digest, "reconstruction", "images",
       (json_int_t)k->eval_images, "mse", k->eval_mse, "psnr_db", k->eval_psnr, "train_seconds",
       k->train_seconds, "h_encoder", AN_KEY_ENCODER, "l_decoder", AN_KEY_DECODER);
-  if (!j || !(text = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER))) {
-    snprintf(err, errlen, "out of memory writing the manifest");
-    goto done;
-  }
   snprintf(path, sizeof path, "%s/%s", dir, AN_KEY_MANIFEST);
-  if ((rc = an_atomic_file_open(&f, path, 0600, err, errlen)) != 0 ||
-      (rc = an_atomic_file_write(&f, text, strlen(text), err, errlen)) != 0 ||
-      (rc = an_atomic_file_write(&f, "\n", 1, err, errlen)) != 0)
-    goto done;
-  rc = an_atomic_file_commit(&f, err, errlen);
-done:
-  an_atomic_file_abort(&f);
-  free(text);
+  if (!j)
+    snprintf(err, errlen, "out of memory writing the manifest");
+  else
+    rc = an_json_write_file(path, j, 0600, err, errlen);
   json_decref(j);
   return rc;
 }

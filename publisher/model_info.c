@@ -8,6 +8,7 @@
 #include "common/cli.h"
 #include "common/nn/model.h"
 #include "common/nn/spec.h"
+#include "common/small_file.h"
 #include "publisher/commands.h"
 
 typedef struct info_settings {
@@ -40,27 +41,6 @@ static const an_command_spec_t info_spec = {
     .options = info_options,
     .n_options = sizeof info_options / sizeof info_options[0],
 };
-
-/* Reads a whole small text file; NULL on failure (errno set). */
-static char *read_text(const char *path, size_t limit) {
-  FILE *f = fopen(path, "rb");
-  char *buf = NULL;
-  size_t n;
-  if (!f)
-    return NULL;
-  buf = malloc(limit + 1);
-  if (buf) {
-    n = fread(buf, 1, limit + 1, f);
-    if (n > limit) {
-      free(buf);
-      buf = NULL;
-    } else {
-      buf[n] = '\0';
-    }
-  }
-  fclose(f);
-  return buf;
-}
 
 int an_publisher_model_info(int argc, char **argv) {
   info_settings_t s = {0};
@@ -97,7 +77,7 @@ int an_publisher_model_info(int argc, char **argv) {
       goto done;
     }
   } else {
-    if (!(text = read_text(s.spec, 1 << 20))) {
+    if (!(text = an_small_file_read(s.spec, 1 << 20))) {
       fprintf(stderr, "archnet-publisher model-info: cannot read %s (missing, unreadable or "
                       "over 1 MiB)\n",
               s.spec);

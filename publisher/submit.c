@@ -13,13 +13,13 @@
 
 #include "an_build_config.h"
 #include "common/arena.h"
-#include "common/atomic_file.h"
 #include "common/blob/npy.h"
 #include "common/cli.h"
 #include "common/credentials.h"
 #include "common/error.h"
 #include "common/net/transfer.h"
 #include "common/progress.h"
+#include "common/small_file.h"
 #include "publisher/commands.h"
 #include "publisher/encoded.h"
 
@@ -103,22 +103,16 @@ static uint64_t previous_task(const char *dir, const part_t *parts) {
 
 static int save_task(const char *dir, const part_t *parts, uint64_t id, char *err,
                      size_t errlen) {
-  char path[4200], *text = NULL;
-  an_atomic_file_t f = {.fd = -1};
+  char path[4200];
   int rc = UV_ENOMEM;
   json_t *j = json_pack("{s:I, s:{s:s, s:s, s:s, s:s}}", "task_id", (json_int_t)id, "sha256",
                         parts[0].name, parts[0].sha256, parts[1].name, parts[1].sha256,
                         parts[2].name, parts[2].sha256, parts[3].name, parts[3].sha256);
-  if (!j || !(text = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER)))
-    goto done;
   snprintf(path, sizeof path, "%s/%s", dir, TASK_FILE);
-  if ((rc = an_atomic_file_open(&f, path, 0644, err, errlen)) != 0 ||
-      (rc = an_atomic_file_write(&f, text, strlen(text), err, errlen)) != 0)
-    goto done;
-  rc = an_atomic_file_commit(&f, err, errlen);
-done:
-  an_atomic_file_abort(&f);
-  free(text);
+  if (j)
+    rc = an_json_write_file(path, j, 0644, err, errlen);
+  else
+    snprintf(err, errlen, "out of memory");
   json_decref(j);
   return rc;
 }

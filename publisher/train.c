@@ -32,6 +32,7 @@
 #include "common/nn/rng.h"
 #include "common/nn/spec.h"
 #include "common/progress.h"
+#include "common/small_file.h"
 #include "publisher/commands.h"
 #include "publisher/key.h"
 
@@ -123,31 +124,13 @@ static void trainer_free(trainer_t *t) {
   free(t->config);
 }
 
-static char *read_small_file(const char *path, size_t limit) {
-  FILE *f = fopen(path, "rb");
-  char *buf = NULL;
-  if (!f)
-    return NULL;
-  if ((buf = malloc(limit + 1)) != NULL) {
-    size_t n = fread(buf, 1, limit + 1, f);
-    if (n > limit) {
-      free(buf);
-      buf = NULL;
-    } else {
-      buf[n] = '\0';
-    }
-  }
-  fclose(f);
-  return buf;
-}
-
 /* The model from --preset or --spec, checked against the images' shape. */
 static int build_model(trainer_t *t) {
   const train_settings_t *s = t->s;
   char why[512];
   int rc, chw[3];
   if (s->spec) {
-    char *text = read_small_file(s->spec, 1 << 20);
+    char *text = an_small_file_read(s->spec, 1 << 20);
     if (!text) {
       snprintf(t->err, sizeof t->err, "cannot read %s (missing, unreadable or over 1 MiB)",
                s->spec);
