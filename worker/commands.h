@@ -4,4 +4,7 @@
 
 int an_worker_onnx_run(int argc, char **argv);
 
+int an_worker_run(int argc, char **argv);
+int an_worker_status(int argc, char **argv);
+
 #endif

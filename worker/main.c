@@ -1,6 +1,6 @@
-/* archnet-worker: the volunteer's daemon. It can enroll with a broker,
- * check that a broker is reachable and trusted, and run ONNX models
- * locally; leasing, training and uploading arrive with the worker module. */
+/* archnet-worker: the volunteer's daemon. It enrolls with a broker, leases
+ * tasks, trains on their encoded data (built-in trainer or the volunteer's
+ * own command) and returns ONNX models; it can also run models locally. */
 #include <signal.h>
 
 #include "common/cli.h"
@@ -20,6 +20,9 @@ static int cmd_enroll(int argc, char **argv) {
 static const an_subcommand_t commands[] = {
     {"ping", "check that a broker is reachable and matches its pin", cmd_ping},
     {"enroll", "enroll with a broker using a one-time token from its admin", cmd_enroll},
+    {"run", "lease tasks, train on their encoded data, return models (the daemon)",
+     an_worker_run},
+    {"status", "show what the daemon is doing", an_worker_status},
     {"onnx-run", "run an ONNX model on a .npy array and print top-1 labels",
      an_worker_onnx_run},
 };
