@@ -15,6 +15,7 @@
 #include "common/net/tls.h"
 #include "server/broker.h"
 #include "server/identity.h"
+#include "server/validate.h"
 
 typedef struct run_settings {
   char *listen;
@@ -255,6 +256,8 @@ static const an_subcommand_t commands[] = {
     {"run", "run the broker daemon", cmd_run},
     {"init", "create the data directory and the broker's TLS identity", cmd_init},
     {"pin", "print the pin clients use to trust this broker", cmd_pin},
+    {"score", "score a model on a validation set in the sandbox (run by the broker itself)",
+     an_validate_score_main},
 };
 
 static const an_program_t program = {

@@ -1,5 +1,5 @@
 /* Scoring a worker's model, which is untrusted input, away from the broker:
- * the broker re-executes itself as `archnet-broker score MODEL X Y` in a
+ * the broker re-executes itself as `archnet-broker score MODEL X Y ...` in a
  * child process with resource limits (address space, CPU seconds, no core
  * dumps, no new files) and a wall-clock timeout, and reads one line of
  * result from its stdout. A crash, a hang, an allocation bomb, a wrong
@@ -40,10 +40,12 @@ typedef void (*an_validate_cb)(const an_validate_result_t *r, void *arg);
 int an_validate_start(uv_loop_t *loop, const an_validate_params_t *p, an_validate_cb cb,
                       void *arg);
 
-/* The child's side: `archnet-broker score MODEL X Y C H W K` applies the
- * limits already set by the parent, scores, and prints one line:
- * "ok ACCURACY IMAGES" or "rejected REASON". Exit status 0 either way;
- * anything else is a crash the parent reports. */
+/* The child's side: `archnet-broker score --max-memory BYTES --max-cpu S --
+ * MODEL X Y C H W K` applies the limits to itself first (uv_spawn has no
+ * hook to do it between fork and exec; RLIMIT_AS is left out in
+ * AddressSanitizer builds, whose shadow memory cannot start under it),
+ * scores, and prints one line: "ok ACCURACY IMAGES" or "rejected REASON".
+ * Exit status 0 either way; anything else is a crash the parent reports. */
 int an_validate_score_main(int argc, char **argv);
 
 #endif
