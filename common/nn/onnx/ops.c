@@ -167,7 +167,7 @@ static int an_unary(an_oexec_t *x, const an_onode_t *n, an_oval_t **in, an_oval_
   case UN_RELU:
 #pragma omp parallel for simd schedule(static) if (parallel : count > 65536)
     for (size_t i = 0; i < count; i++)
-      y[i] = a[i] > 0 ? a[i] : 0;
+      y[i] = a[i] <= 0 ? 0 : a[i]; /* NaN stays NaN, as in numpy and PyTorch */
     break;
   case UN_LEAKY:
 #pragma omp parallel for simd schedule(static) if (parallel : count > 65536)
