@@ -27,7 +27,7 @@
  * thread-safe. Errors: AN_EDB (SQLite failed; the message is in `err` where
  * a function takes one), AN_ENOTFOUND, AN_ESTATE (wrong state for the
  * operation), AN_EFORBIDDEN (not this node's task or lease), AN_EFUNDS,
- * AN_EAUTH. */
+ * AN_EAUTH; UV_EINVAL for an argument out of its documented range. */
 #ifndef AN_SERVER_STORE_H
 #define AN_SERVER_STORE_H
 
@@ -182,7 +182,10 @@ typedef struct an_worker_caps {
 
 /* The oldest queued task this worker can run (capabilities, at most one
  * lease per task per worker, `exclude_failed`): queued -> leased with the
- * deadline now + lease_seconds, attempts + 1. AN_ENOTFOUND if none. */
+ * deadline now + lease_seconds, attempts + 1. AN_ENOTFOUND if none.
+ * "At most one lease per task per worker" counts since the task's last
+ * kick; `exclude_failed` also keeps out, across kicks, workers whose lease
+ * on it expired or whose model it rejected. */
 int an_store_lease_next(an_store_t *s, int64_t worker, const an_worker_caps_t *caps,
                         int64_t now, an_task_t *out);
 
