@@ -57,6 +57,7 @@ static void an_broker_on_connection(uv_stream_t *server, int status) {
       .max_frame = b->params.max_frame,
       .on_gone = an_broker_on_session_gone,
       .broker = b,
+      .service = b->params.service,
   };
   an_session_t *s;
   int rc;

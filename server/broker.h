@@ -1,5 +1,5 @@
-/* The broker's network face: a TLS listener and the set of live sessions.
- * (Tasks, leases, blobs and the ledger arrive with later modules.) */
+/* The broker's network face: a TLS listener and the set of live sessions,
+ * which hand their requests to the service (service.h). */
 #ifndef AN_BROKER_H
 #define AN_BROKER_H
 
@@ -20,6 +20,7 @@ typedef struct an_broker_params {
   uint64_t idle_timeout_ms;      /* close a session silent for this long; 0 = never */
   uint32_t max_sessions;         /* connections beyond this are refused */
   const char *ready_file;        /* if set, "HOST:PORT\n" is written here once listening */
+  struct an_service *service;    /* requests after Hello; borrowed, outlives the broker */
 } an_broker_params_t;
 
 /* Creates the broker on `loop` and starts listening. On failure returns an

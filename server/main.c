@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <uv.h>
 
@@ -14,7 +15,11 @@
 #include "common/net/conn.h"
 #include "common/net/tls.h"
 #include "server/broker.h"
+#include "server/admin.h"
+#include "server/blobstore.h"
 #include "server/identity.h"
+#include "server/service.h"
+#include "server/store.h"
 #include "server/validate.h"
 
 typedef struct run_settings {
@@ -28,6 +33,9 @@ typedef struct run_settings {
   int64_t max_sessions;
   char *log_level;
   char *ready_file;
+  int64_t fee_permille, lease_seconds, max_wait;
+  uint64_t max_blob, min_free, max_model, score_memory;
+  double score_cpu, score_wall;
 } run_settings_t;
 
 #define RUN_OPT(field) offsetof(run_settings_t, field)
@@ -36,7 +44,7 @@ static const an_option_t run_options[] = {
     {"listen", AN_OPT_STR, RUN_OPT(listen), "127.0.0.1:7443", 0, 0, "HOST:PORT",
      "address to accept workers and publishers on; port 0 picks a free port"},
     {"data-dir", AN_OPT_STR, RUN_OPT(data_dir), "broker-data", 0, 0, "DIR",
-     "the broker's state directory (identity, later the task store)"},
+     "the broker's state directory (identity, state.db, blobs/)"},
     {"cert", AN_OPT_STR, RUN_OPT(cert), NULL, 0, 0, "FILE",
      "TLS certificate (PEM); default DIR/" AN_IDENTITY_CERT},
     {"key", AN_OPT_STR, RUN_OPT(key), NULL, 0, 0, "FILE",
@@ -53,6 +61,24 @@ static const an_option_t run_options[] = {
      "debug, info, warn, error or off", an_config_check_log_level},
     {"ready-file", AN_OPT_STR, RUN_OPT(ready_file), NULL, 0, 0, "FILE",
      "once listening, write the bound HOST:PORT here (for scripts and tests)"},
+    {"fee-permille", AN_OPT_INT, RUN_OPT(fee_permille), "0", 0, 1000, "N",
+     "the broker's cut of each bounty paid, in thousandths"},
+    {"lease-seconds", AN_OPT_INT, RUN_OPT(lease_seconds), "600", 5, 604800, "S",
+     "default time a worker has between heartbeats before its lease expires"},
+    {"max-wait", AN_OPT_INT, RUN_OPT(max_wait), "60", 1, 3600, "S",
+     "longest a worker's lease request is held open waiting for work"},
+    {"max-blob", AN_OPT_SIZE, RUN_OPT(max_blob), "64G", 1024, 1099511627776.0, "BYTES",
+     "largest dataset or model accepted"},
+    {"min-free-disk", AN_OPT_SIZE, RUN_OPT(min_free), "1G", 0, 1099511627776.0, "BYTES",
+     "refuse uploads that would leave less free disk than this"},
+    {"max-model", AN_OPT_SIZE, RUN_OPT(max_model), "1G", 1024, 1099511627776.0, "BYTES",
+     "largest model a worker may upload"},
+    {"score-memory", AN_OPT_SIZE, RUN_OPT(score_memory), "4G", 16777216, 1099511627776.0,
+     "BYTES", "address-space limit of the process scoring a model"},
+    {"score-cpu", AN_OPT_DOUBLE, RUN_OPT(score_cpu), "600", 1, 86400, "S",
+     "CPU-time limit of the process scoring a model"},
+    {"score-wall", AN_OPT_DOUBLE, RUN_OPT(score_wall), "900", 1, 86400, "S",
+     "wall-clock limit of the process scoring a model"},
 };
 
 static const an_command_spec_t run_spec = {
@@ -68,6 +94,7 @@ static const an_command_spec_t run_spec = {
 
 typedef struct broker_process {
   an_broker_t *broker;
+  an_service_t *service;
   uv_signal_t sigint, sigterm;
 } broker_process_t;
 
@@ -75,6 +102,7 @@ static void on_stop_signal(uv_signal_t *sig, int signum) {
   broker_process_t *p = sig->data;
   AN_LOG(AN_LOG_INFO, "broker", "received %s", signum == SIGINT ? "SIGINT" : "SIGTERM");
   an_broker_stop(p->broker);
+  an_service_stop(p->service);
   uv_close((uv_handle_t *)&p->sigint, NULL);
   uv_close((uv_handle_t *)&p->sigterm, NULL);
 }
@@ -112,6 +140,28 @@ static int cmd_run(int argc, char **argv) {
     goto done_settings;
   }
 
+  char path[4200], exe[4096];
+  an_store_t *store = NULL;
+  an_blobstore_t *blobs = NULL;
+  snprintf(path, sizeof path, "%s/state.db", s.data_dir);
+  if ((rc = an_store_open(path, &store, err, sizeof err)) != 0) {
+    fprintf(stderr, "archnet-broker: %s\n", err);
+    goto done_tls;
+  }
+  snprintf(path, sizeof path, "%s/blobs", s.data_dir);
+  an_blobstore_limits_t bl = {.max_blob_bytes = s.max_blob, .min_free_bytes = s.min_free};
+  if ((rc = an_blobstore_open(path, &bl, &blobs, err, sizeof err)) != 0) {
+    fprintf(stderr, "archnet-broker: %s\n", err);
+    goto done_store;
+  }
+  /* Models are scored by this same binary, re-executed in a sandbox. */
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n <= 0) {
+    fprintf(stderr, "archnet-broker: cannot find its own executable\n");
+    goto done_store;
+  }
+  exe[n] = '\0';
+
   an_broker_params_t params = {
       .listen = s.listen,
       .tls = tls,
@@ -125,8 +175,20 @@ static int cmd_run(int argc, char **argv) {
     fprintf(stderr, "archnet-broker: cannot start the event loop: %s\n", uv_strerror(rc));
     goto done_tls;
   }
+  an_service_params_t sp = {
+      .store = store, .blobs = blobs, .exe = exe, .fee_permille = (int)s.fee_permille,
+      .default_lease_seconds = (uint32_t)s.lease_seconds, .max_wait_seconds = (uint32_t)s.max_wait,
+      .max_model_bytes = s.max_model, .score_memory_bytes = s.score_memory,
+      .score_cpu_seconds = s.score_cpu, .score_wall_seconds = s.score_wall};
+  if ((rc = an_service_new(&loop, &sp, &proc.service, err, sizeof err)) != 0) {
+    fprintf(stderr, "archnet-broker: %s\n", err);
+    goto done_loop;
+  }
+  params.service = proc.service;
   if ((rc = an_broker_start(&loop, &params, &proc.broker, err, sizeof err)) != 0) {
     fprintf(stderr, "archnet-broker: %s\n", err);
+    an_service_stop(proc.service);
+    uv_run(&loop, UV_RUN_DEFAULT);
     goto done_loop;
   }
   uv_signal_init(&loop, &proc.sigint);
@@ -142,6 +204,10 @@ static int cmd_run(int argc, char **argv) {
 done_loop:
   if (uv_loop_close(&loop) != 0)
     AN_LOG(AN_LOG_WARN, "broker", "event loop closed with handles still open");
+  an_service_free(proc.service);
+done_store:
+  an_blobstore_close(blobs);
+  an_store_close(store);
 done_tls:
   an_tls_ctx_free(tls);
 done_settings:
@@ -254,6 +320,13 @@ done:
 
 static const an_subcommand_t commands[] = {
     {"run", "run the broker daemon", cmd_run},
+    {"enroll", "make a one-time enrollment token for a new node", an_admin_enroll},
+    {"topup", "credit a node's balance", an_admin_topup},
+    {"nodes", "list the enrolled nodes and their balances", an_admin_nodes},
+    {"tasks", "list every task and its state", an_admin_tasks},
+    {"ledger", "show balances and check the ledger's invariants", an_admin_ledger},
+    {"revoke", "revoke a node's credentials", an_admin_revoke},
+    {"kick", "queue a failed task again", an_admin_kick},
     {"init", "create the data directory and the broker's TLS identity", cmd_init},
     {"pin", "print the pin clients use to trust this broker", cmd_pin},
     {"score", "score a model on a validation set in the sandbox (run by the broker itself)",

@@ -1,5 +1,6 @@
 #include "server/session.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,7 +24,52 @@ struct an_session {
   Archnet__Role role;
   an_arena_t arena; /* per request: reset before each frame is unpacked */
   char name[48];    /* "session 12", the log component */
+  uint64_t node;    /* authenticated node, 0 = none */
+  an_role_t node_role;
+  struct {
+    char digest[65];
+    uint64_t task;
+  } uploads[16];    /* blobs BeginBlob authorized on this connection */
+  int n_uploads;
 };
+
+uint64_t an_session_node(const an_session_t *s) { return s->node; }
+an_role_t an_session_role(const an_session_t *s) { return s->node ? s->node_role : 0; }
+const char *an_session_name(const an_session_t *s) { return s->name; }
+
+int an_session_send(an_session_t *s, const Archnet__Envelope *env) {
+  return an_wire_send(s->conn, env);
+}
+
+int an_session_error(an_session_t *s, uint64_t request_id, Archnet__Error__Code code,
+                     const char *fmt, ...) {
+  char msg[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  return an_wire_send_error(s->conn, request_id, code, "%s", msg);
+}
+
+int an_session_allow_upload(an_session_t *s, const char *digest, uint64_t task_id) {
+  for (int i = 0; i < s->n_uploads; i++)
+    if (strcmp(s->uploads[i].digest, digest) == 0) {
+      s->uploads[i].task = task_id;
+      return 0;
+    }
+  if (s->n_uploads == (int)(sizeof s->uploads / sizeof s->uploads[0]))
+    return AN_ETOOBIG;
+  snprintf(s->uploads[s->n_uploads].digest, sizeof s->uploads[0].digest, "%s", digest);
+  s->uploads[s->n_uploads++].task = task_id;
+  return 0;
+}
+
+uint64_t an_session_upload_task(const an_session_t *s, const char *digest) {
+  for (int i = 0; i < s->n_uploads; i++)
+    if (strcmp(s->uploads[i].digest, digest) == 0)
+      return s->uploads[i].task;
+  return 0;
+}
 
 an_list_t *an_session_link(an_session_t *s) { return &s->link; }
 an_session_t *an_session_from_link(an_list_t *link) {
@@ -71,6 +117,23 @@ static int an_session_on_hello(an_session_t *s, const Archnet__Envelope *req) {
   s->protocol_version = hello->protocol_version < AN_PROTOCOL_VERSION ? hello->protocol_version
                                                                       : AN_PROTOCOL_VERSION;
   s->role = hello->role;
+  if (hello->node_id) {
+    an_role_t role = 0;
+    int rc = s->env.service ? an_service_authenticate(s->env.service, hello->node_id,
+                                                      hello->secret, &role)
+                            : AN_EAUTH;
+    if (rc != 0 || (int)role != (int)hello->role) {
+      /* Slow down guessing: the failure is logged and the connection closed. */
+      AN_LOG(AN_LOG_WARN, s->name, "authentication failed for node %llu from %s",
+             (unsigned long long)hello->node_id, an_conn_peer(s->conn));
+      an_wire_send_error(s->conn, req->request_id, ARCHNET__ERROR__CODE__UNAUTHENTICATED,
+                         "unknown node, wrong secret, wrong role or revoked");
+      an_conn_close(s->conn, AN_EAUTH);
+      return 0;
+    }
+    s->node = hello->node_id;
+    s->node_role = role;
+  }
   s->hello_done = 1;
   an_conn_established(s->conn); /* from now on only the idle timeout applies */
   an_session_sanitize(hello->node_name, node, sizeof node);
@@ -123,6 +186,8 @@ static int an_session_on_frame(an_conn_t *conn, const uint8_t *payload, size_t l
     rc = AN_EPROTO;
   } else if (req->body_case == ARCHNET__ENVELOPE__BODY_PING) {
     rc = an_session_on_ping(s, req);
+  } else if (s->env.service) {
+    rc = an_service_handle(s->env.service, s, req);
   } else {
     /* Not fatal: a newer client may try something and fall back. */
     rc = an_wire_send_error(conn, req->request_id, ARCHNET__ERROR__CODE__UNSUPPORTED_REQUEST,
@@ -149,6 +214,8 @@ static void an_session_on_close(an_conn_t *conn, int status) {
   else
     AN_LOG(AN_LOG_INFO, s->name, "closed: %s%s%s", an_strerror(status),
            an_conn_tls_error(conn)[0] ? ": " : "", an_conn_tls_error(conn));
+  if (s->env.service)
+    an_service_session_gone(s->env.service, s);
   if (s->env.on_gone)
     s->env.on_gone(s, s->env.broker);
   an_arena_destroy(&s->arena);

@@ -7,12 +7,13 @@
 
 #include "common/list.h"
 #include "common/net/conn.h"
-
-typedef struct an_session an_session_t;
+#include "proto/archnet.pb-c.h"
+#include "server/service.h"
 
 /* What a session needs from the broker, passed at creation. */
 typedef struct an_session_env {
   uint32_t max_frame;
+  an_service_t *service; /* handles requests after Hello; borrowed */
   /* Called once when the session is gone, so the broker can forget it. */
   void (*on_gone)(an_session_t *s, void *broker);
   void *broker;
@@ -23,6 +24,26 @@ typedef struct an_session_env {
  * through env->on_gone. */
 int an_session_accept(uv_stream_t *server, an_tls_ctx_t *tls, const an_conn_params_t *params,
                       const an_session_env_t *env, uint64_t id, an_session_t **out);
+
+/* The authenticated node (0 before credentials) and its role. */
+uint64_t an_session_node(const an_session_t *s);
+an_role_t an_session_role(const an_session_t *s);
+/* "session 12", for logs. */
+const char *an_session_name(const an_session_t *s);
+
+/* Sends a reply (or an Error) on the session. */
+int an_session_send(an_session_t *s, const Archnet__Envelope *env);
+#if defined(__GNUC__)
+__attribute__((format(printf, 4, 5)))
+#endif
+int an_session_error(an_session_t *s, uint64_t request_id, Archnet__Error__Code code,
+                     const char *fmt, ...);
+
+/* Uploads this connection may send chunks for, after BeginBlob authorized
+ * them: allow records (digest, task); upload_task returns the task, or 0
+ * if the digest was not begun here. At most 16 at a time (AN_ETOOBIG). */
+int an_session_allow_upload(an_session_t *s, const char *digest, uint64_t task_id);
+uint64_t an_session_upload_task(const an_session_t *s, const char *digest);
 
 /* Asks the session to end (broker shutdown). */
 void an_session_close(an_session_t *s);

@@ -1,0 +1,575 @@
+/* The broker's task life through real processes on loopback: the admin's
+ * commands, the publisher's program (enroll, submit, status, fetch,
+ * cancel) and workers driven through the real client library (lease,
+ * download, heartbeat, upload, submit a model). Checked: a full paid cycle
+ * (balances, receipt, `ledger --check`), roles that may not cross, a lease
+ * that expires and goes to another worker, cancel during a lease, a model
+ * the sandbox rejects, and a broker killed with SIGKILL mid-upload that
+ * resumes from its verified offset with nothing acknowledged lost. */
+#include <check.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#include "common/arena.h"
+#include "common/blob/npy.h"
+#include "common/credentials.h"
+#include "common/error.h"
+#include "common/net/client.h"
+#include "common/net/transfer.h"
+#include "common/nn/model.h"
+#include "common/nn/onnx/export.h"
+#include "common/nn/spec.h"
+#include "tests/support/testutil.h"
+
+typedef struct broker {
+  char *dir;
+  char data[600], log[600], ready[600], address[64], pin[128];
+  pid_t pid;
+} broker_t;
+
+static const char *bin(const char *var) {
+  const char *p = getenv(var);
+  ck_assert_msg(p != NULL, "%s is not set; run this test through meson", var);
+  return p;
+}
+
+/* Runs argv; returns its stdout (caller frees) and checks the status. */
+static char *run_ok(char *const argv[]) {
+  char *out = NULL, *err = NULL;
+  int st = an_test_run(argv, &out, &err);
+  ck_assert_msg(st == 0, "%s %s: exit %d: %s", argv[0], argv[1], st, err ? err : "");
+  free(err);
+  return out;
+}
+
+static void broker_init(broker_t *b) {
+  memset(b, 0, sizeof *b);
+  b->dir = an_test_tmpdir();
+  snprintf(b->data, sizeof b->data, "%s/data", b->dir);
+  snprintf(b->log, sizeof b->log, "%s/broker.log", b->dir);
+  snprintf(b->ready, sizeof b->ready, "%s/ready", b->dir);
+  char *init[] = {(char *)bin("ARCHNET_BROKER"), "init", "--data-dir", b->data, NULL};
+  free(run_ok(init));
+  char *pin[] = {(char *)bin("ARCHNET_BROKER"), "pin", "--data-dir", b->data, NULL};
+  char *out = run_ok(pin);
+  out[strcspn(out, "\n")] = '\0';
+  snprintf(b->pin, sizeof b->pin, "%s", out);
+  free(out);
+}
+
+static void broker_start(broker_t *b) {
+  char listen[64];
+  /* A restart keeps the address: the nodes' credentials name it. */
+  snprintf(listen, sizeof listen, "%s", b->address[0] ? b->address : "127.0.0.1:0");
+  unlink(b->ready);
+  char *run[] = {(char *)bin("ARCHNET_BROKER"), "run", "--data-dir", b->data, "--listen",
+                 listen, "--ready-file", b->ready, "--log-level", "debug",
+                 "--fee-permille", "100", "--min-free-disk", "0", "--max-wait", "20",
+                 "--score-wall", "60", NULL};
+  b->pid = an_test_spawn(run, b->log);
+  ck_assert_int_gt(b->pid, 0);
+  ck_assert_msg(an_test_read_line_when_ready(b->ready, b->address, sizeof b->address, 10000) == 0,
+                "the broker did not start; see %s", b->log);
+}
+
+static void broker_stop(broker_t *b, int sig) {
+  kill(b->pid, sig);
+  ck_assert_int_ne(an_test_wait(b->pid, 20000), -2);
+}
+
+static void broker_free(broker_t *b) {
+  an_test_rmtree(b->dir);
+  free(b->dir);
+}
+
+static char *admin(broker_t *b, const char *cmd, const char *a1, const char *a2) {
+  char *argv[] = {(char *)bin("ARCHNET_BROKER"), (char *)cmd, "--data-dir", b->data,
+                  (char *)a1, (char *)a2, NULL};
+  return run_ok(argv);
+}
+
+/* Enrolls a node through its program; returns its credentials path. */
+static void enroll(broker_t *b, const char *role, const char *name, char *cred, size_t len) {
+  char *argv_tok[] = {(char *)bin("ARCHNET_BROKER"), "enroll", "--data-dir", b->data, "--role",
+                      (char *)role, NULL};
+  char *token = run_ok(argv_tok);
+  token[strcspn(token, "\n")] = '\0';
+  snprintf(cred, len, "%s/%s.credentials", b->dir, name);
+  char *en[] = {(char *)bin(strcmp(role, "worker") ? "ARCHNET_PUBLISHER" : "ARCHNET_WORKER"),
+                "enroll", "--broker", b->address, "--pin", b->pin, "--token", token,
+                "--credentials", cred, "--name", (char *)name, NULL};
+  free(run_ok(en));
+  /* A token is good once. */
+  char other[700];
+  snprintf(other, sizeof other, "%s.again", cred);
+  en[11] = other;
+  ck_assert_int_eq(an_test_run(en, NULL, NULL), 1);
+  free(token);
+}
+
+static an_client_t *connect_node(const char *cred_path) {
+  an_credentials_t cred;
+  an_client_t *c = NULL;
+  char err[1024];
+  ck_assert_msg(an_credentials_read(cred_path, &cred, err, sizeof err) == 0, "%s", err);
+  ck_assert_msg(an_credentials_connect(&cred, "test", 20000, &c, err, sizeof err) == 0, "%s",
+                err);
+  return c;
+}
+
+/* An encoded dataset of 3x8x8 codes, and a classifier for it. */
+static void make_dataset(const char *dir, const char *model_path) {
+  char path[800];
+  int64_t tx[4] = {96, 3, 8, 8}, vx[4] = {40, 3, 8, 8}, ty[1] = {96}, vy[1] = {40};
+  uint64_t seed = 7;
+  float *x = malloc(96 * 192 * sizeof *x);
+  uint8_t y[96];
+  char err[512];
+  ck_assert_ptr_nonnull(x);
+  mkdir(dir, 0755);
+  for (int i = 0; i < 96 * 192; i++)
+    x[i] = (float)(an_test_rand(&seed) % 1000) / 1000.0f;
+  for (int i = 0; i < 96; i++)
+    y[i] = (uint8_t)(an_test_rand(&seed) % 10);
+  snprintf(path, sizeof path, "%s/train_x.npy", dir);
+  ck_assert(an_npy_write(path, AN_NPY_F32, 4, tx, x, err, sizeof err) == 0);
+  snprintf(path, sizeof path, "%s/train_y.npy", dir);
+  ck_assert(an_npy_write(path, AN_NPY_U8, 1, ty, y, err, sizeof err) == 0);
+  snprintf(path, sizeof path, "%s/val_x.npy", dir);
+  ck_assert(an_npy_write(path, AN_NPY_F32, 4, vx, x + 50 * 192, err, sizeof err) == 0);
+  snprintf(path, sizeof path, "%s/val_y.npy", dir);
+  ck_assert(an_npy_write(path, AN_NPY_U8, 1, vy, y + 50, err, sizeof err) == 0);
+  snprintf(path, sizeof path, "%s/encoding.json", dir);
+  FILE *f = fopen(path, "w");
+  ck_assert_ptr_nonnull(f);
+  fprintf(f, "{\"format\": \"archnet-encoded/1\", \"dtype\": \"f32\", \"shape\": [3, 8, 8],"
+             " \"split\": {\"seed\": 1, \"val_fraction\": 0.3, \"source\": 136, \"train\": 96,"
+             " \"val\": 40, \"test\": 0}, \"dataset_digest\": \"%064d\"}\n",
+          0);
+  fclose(f);
+  free(x);
+  an_model_t *m = NULL;
+  int chw[3] = {3, 8, 8};
+  ck_assert(an_model_preset("cnn-small", chw, 10, &m, err, sizeof err) == 0);
+  ck_assert(an_model_finalize(m, AN_INIT_UNIFORM, 1, err, sizeof err) == 0);
+  an_onnx_export_opts_t o = {.first = 0, .last = -1};
+  ck_assert_msg(an_onnx_export(m, &o, model_path, err, sizeof err) == 0, "%s", err);
+  an_model_free(m);
+}
+
+/* One request of the body `kind`; returns the reply (in arena) or NULL
+ * with the broker's error message in err. */
+static Archnet__Envelope *call(an_client_t *c, Archnet__Envelope *req, an_arena_t *a, char *err,
+                               size_t errlen) {
+  Archnet__Envelope *reply = NULL;
+  an_arena_reset(a);
+  int rc = an_client_call(c, req, a, &reply, err, errlen);
+  return rc ? NULL : reply;
+}
+
+static Archnet__TaskInfo *lease(an_client_t *c, an_arena_t *a, uint32_t wait) {
+  Archnet__Envelope req = ARCHNET__ENVELOPE__INIT, *r;
+  Archnet__LeaseRequest lr = ARCHNET__LEASE_REQUEST__INIT;
+  Archnet__Capabilities caps = ARCHNET__CAPABILITIES__INIT;
+  char err[512];
+  caps.memory_bytes = (uint64_t)8 << 30;
+  caps.cores = 2;
+  lr.caps = &caps;
+  lr.wait_seconds = wait;
+  req.body_case = ARCHNET__ENVELOPE__BODY_LEASE_REQUEST;
+  req.lease_request = &lr;
+  r = call(c, &req, a, err, sizeof err);
+  ck_assert_msg(r != NULL, "lease: %s", err);
+  return r->body_case == ARCHNET__ENVELOPE__BODY_LEASE_GRANTED ? r->lease_granted->task : NULL;
+}
+
+static int heartbeat(an_client_t *c, uint64_t task, an_arena_t *a, int *cancelled) {
+  Archnet__Envelope req = ARCHNET__ENVELOPE__INIT, *r;
+  Archnet__Heartbeat hb = ARCHNET__HEARTBEAT__INIT;
+  char err[512];
+  hb.task_id = task;
+  hb.progress = 0.5;
+  req.body_case = ARCHNET__ENVELOPE__BODY_HEARTBEAT;
+  req.heartbeat = &hb;
+  r = call(c, &req, a, err, sizeof err);
+  if (!r || r->body_case != ARCHNET__ENVELOPE__BODY_HEARTBEAT_OK)
+    return -1;
+  *cancelled = r->heartbeat_ok->cancelled;
+  return 0;
+}
+
+static Archnet__TaskInfo *status(an_client_t *c, uint64_t task, an_arena_t *a) {
+  Archnet__Envelope req = ARCHNET__ENVELOPE__INIT, *r;
+  Archnet__TaskQuery q = ARCHNET__TASK_QUERY__INIT;
+  char err[512];
+  q.task_id = task;
+  req.body_case = ARCHNET__ENVELOPE__BODY_TASK_STATUS;
+  req.task_status = &q;
+  r = call(c, &req, a, err, sizeof err);
+  return r && r->body_case == ARCHNET__ENVELOPE__BODY_TASK_INFO ? r->task_info : NULL;
+}
+
+/* Uploads a model file for the lease and submits it. */
+static void submit_model(an_client_t *c, uint64_t task, const char *path, an_arena_t *a) {
+  char sha[65], err[1024];
+  uint64_t size;
+  ck_assert(an_file_sha256(path, sha, &size, err, sizeof err) == 0);
+  ck_assert_msg(an_transfer_upload(c, task, path, sha, size, 4096, NULL, NULL, err,
+                                   sizeof err) == 0,
+                "%s", err);
+  Archnet__Envelope req = ARCHNET__ENVELOPE__INIT;
+  Archnet__SubmitModel sm = ARCHNET__SUBMIT_MODEL__INIT;
+  Archnet__BlobRef ref = ARCHNET__BLOB_REF__INIT;
+  ref.sha256 = sha;
+  ref.size = size;
+  sm.task_id = task;
+  sm.model = &ref;
+  req.body_case = ARCHNET__ENVELOPE__BODY_SUBMIT_MODEL;
+  req.submit_model = &sm;
+  ck_assert_msg(call(c, &req, a, err, sizeof err) != NULL, "submit model: %s", err);
+}
+
+/* Waits until the task reaches `want` (polling status as the publisher). */
+static Archnet__TaskInfo *wait_state(an_client_t *c, uint64_t task, int want, an_arena_t *a) {
+  for (int i = 0; i < 600; i++) {
+    Archnet__TaskInfo *t = status(c, task, a);
+    ck_assert_ptr_nonnull(t);
+    if ((int)t->state == want)
+      return t;
+    usleep(100 * 1000);
+  }
+  ck_abort_msg("task %llu never reached state %d", (unsigned long long)task, want);
+  return NULL;
+}
+
+static uint64_t submit_task(broker_t *b, const char *pub, const char *data, const char *extra) {
+  char *argv[] = {(char *)bin("ARCHNET_PUBLISHER"), "submit", "--credentials", (char *)pub,
+                  "--data", (char *)data, "--bounty", "1000", "--min-accuracy",
+                  (char *)(extra ? extra : "0"), "--lease-seconds", "3", NULL};
+  char *out = run_ok(argv);
+  unsigned long long id = 0;
+  char *p = strstr(out, "task ");
+  ck_assert_msg(p && sscanf(p, "task %llu", &id) == 1, "%s", out);
+  ck_assert_msg(strstr(out, "queued"), "%s", out);
+  free(out);
+  (void)b;
+  return id;
+}
+
+static int64_t balance_of(broker_t *b, const char *name) {
+  char *out = admin(b, "nodes", NULL, NULL);
+  char *line = strstr(out, name);
+  long long bal = -1;
+  ck_assert_msg(line, "%s", out);
+  char *p = strstr(line, "balance");
+  ck_assert_ptr_nonnull(p);
+  sscanf(p, "balance %lld", &bal);
+  free(out);
+  return bal;
+}
+
+static void ledger_ok(broker_t *b) {
+  char *out = admin(b, "ledger", "--check", NULL);
+  ck_assert_msg(strstr(out, "ledger check: ok"), "%s", out);
+  free(out);
+}
+
+START_TEST(test_full_cycle) {
+  broker_t b;
+  char pub[700], w1[700], data[700], model[700], fetched[700], got[700];
+  an_arena_t a;
+  an_arena_init(&a, 0, 0);
+  broker_init(&b);
+  broker_start(&b);
+  enroll(&b, "publisher", "alice", pub, sizeof pub);
+  enroll(&b, "worker", "wanda", w1, sizeof w1);
+  free(admin(&b, "topup", "1", "5000"));
+  snprintf(data, sizeof data, "%s/enc", b.dir);
+  snprintf(model, sizeof model, "%s/model.onnx", b.dir);
+  make_dataset(data, model);
+  uint64_t task = submit_task(&b, pub, data, NULL);
+
+  an_client_t *w = connect_node(w1);
+  Archnet__TaskInfo *t = lease(w, &a, 5);
+  ck_assert_ptr_nonnull(t);
+  ck_assert_uint_eq(t->task_id, task);
+  ck_assert_uint_eq(t->input_c, 3);
+  ck_assert_uint_eq(t->classes, 10);
+  /* The training set comes down verified; the validation set never does. */
+  char tx[65], ty[65], err[1024];
+  snprintf(tx, sizeof tx, "%s", t->train_x->sha256);
+  snprintf(ty, sizeof ty, "%s", t->train_y->sha256);
+  snprintf(got, sizeof got, "%s/got_x.npy", b.dir);
+  ck_assert_msg(an_transfer_download(w, task, tx, got, NULL, NULL, err, sizeof err) == 0, "%s",
+                err);
+  char sha[65], want_sha[65], path[800];
+  uint64_t size;
+  snprintf(path, sizeof path, "%s/train_x.npy", data);
+  an_file_sha256(path, want_sha, &size, err, sizeof err);
+  an_file_sha256(got, sha, &size, err, sizeof err);
+  ck_assert_str_eq(sha, want_sha);
+  snprintf(path, sizeof path, "%s/val_x.npy", data);
+  an_file_sha256(path, sha, &size, err, sizeof err);
+  snprintf(got, sizeof got, "%s/stolen.npy", b.dir);
+  ck_assert_int_ne(an_transfer_download(w, task, sha, got, NULL, NULL, err, sizeof err), 0);
+  ck_assert_msg(strstr(err, "not yours"), "%s", err);
+  int cancelled = -1;
+  ck_assert_int_eq(heartbeat(w, task, &a, &cancelled), 0);
+  ck_assert_int_eq(cancelled, 0);
+  submit_model(w, task, model, &a);
+
+  an_client_t *p = connect_node(pub);
+  t = wait_state(p, task, ARCHNET__TASK_STATE__TASK_ACCEPTED, &a);
+  ck_assert(t->accuracy >= 0 && t->accuracy <= 1);
+  snprintf(fetched, sizeof fetched, "%s/fetched.onnx", b.dir);
+  char taskarg[32];
+  snprintf(taskarg, sizeof taskarg, "%llu", (unsigned long long)task);
+  char *fetch[] = {(char *)bin("ARCHNET_PUBLISHER"), "fetch", taskarg, "--credentials", pub,
+                   "--out", fetched, NULL};
+  free(run_ok(fetch));
+  an_file_sha256(model, want_sha, &size, err, sizeof err);
+  an_file_sha256(fetched, sha, &size, err, sizeof err);
+  ck_assert_str_eq(sha, want_sha);
+  wait_state(p, task, ARCHNET__TASK_STATE__TASK_DELIVERED, &a);
+
+  /* 1000 bounty, 10% fee: the worker gets 900, the publisher keeps 4000. */
+  ck_assert_int_eq(balance_of(&b, "alice"), 4000);
+  ck_assert_int_eq(balance_of(&b, "wanda"), 900);
+  Archnet__Envelope req = ARCHNET__ENVELOPE__INIT, *r;
+  Archnet__ReceiptQuery rq = ARCHNET__RECEIPT_QUERY__INIT;
+  rq.task_id = task;
+  req.body_case = ARCHNET__ENVELOPE__BODY_RECEIPT_QUERY;
+  req.receipt_query = &rq;
+  r = call(w, &req, &a, err, sizeof err);
+  ck_assert_msg(r && r->body_case == ARCHNET__ENVELOPE__BODY_RECEIPT, "%s", err);
+  ck_assert_int_eq(r->receipt->amount, 900);
+  ck_assert_int_eq(r->receipt->fee, 100);
+  ledger_ok(&b);
+  an_client_close(w);
+  an_client_close(p);
+  broker_stop(&b, SIGTERM);
+  broker_free(&b);
+  an_arena_destroy(&a);
+}
+END_TEST
+
+START_TEST(test_roles_do_not_cross) {
+  broker_t b;
+  char pub[700], pub2[700], w1[700], data[700], model[700], err[1024];
+  an_arena_t a;
+  an_arena_init(&a, 0, 0);
+  broker_init(&b);
+  broker_start(&b);
+  enroll(&b, "publisher", "alice", pub, sizeof pub);
+  enroll(&b, "publisher", "bob", pub2, sizeof pub2);
+  enroll(&b, "worker", "wanda", w1, sizeof w1);
+  free(admin(&b, "topup", "1", "1000"));
+  snprintf(data, sizeof data, "%s/enc", b.dir);
+  snprintf(model, sizeof model, "%s/model.onnx", b.dir);
+  make_dataset(data, model);
+  uint64_t task = submit_task(&b, pub, data, NULL);
+
+  /* Bob sees nothing of Alice's task and cannot cancel it. */
+  an_client_t *bob = connect_node(pub2);
+  ck_assert_ptr_null(status(bob, task, &a));
+  char taskarg[32];
+  snprintf(taskarg, sizeof taskarg, "%llu", (unsigned long long)task);
+  char *cancel[] = {(char *)bin("ARCHNET_PUBLISHER"), "cancel", taskarg, "--credentials", pub2,
+                    NULL};
+  ck_assert_int_eq(an_test_run(cancel, NULL, NULL), 1);
+  /* A publisher cannot lease; a worker cannot submit tasks or heartbeat a
+   * lease it does not hold. */
+  ck_assert_ptr_null(NULL);
+  Archnet__Envelope req = ARCHNET__ENVELOPE__INIT;
+  Archnet__LeaseRequest lr = ARCHNET__LEASE_REQUEST__INIT;
+  req.body_case = ARCHNET__ENVELOPE__BODY_LEASE_REQUEST;
+  req.lease_request = &lr;
+  ck_assert_ptr_null(call(bob, &req, &a, err, sizeof err));
+  ck_assert_msg(strstr(err, "role"), "%s", err);
+  an_client_t *w = connect_node(w1);
+  int cancelled;
+  ck_assert_int_eq(heartbeat(w, task, &a, &cancelled), -1);
+  Archnet__SubmitTask st = ARCHNET__SUBMIT_TASK__INIT;
+  memset(&req, 0, sizeof req);
+  archnet__envelope__init(&req);
+  req.body_case = ARCHNET__ENVELOPE__BODY_SUBMIT_TASK;
+  req.submit_task = &st;
+  ck_assert_ptr_null(call(w, &req, &a, err, sizeof err));
+  /* A wrong secret is refused at Hello. */
+  an_credentials_t cred;
+  an_client_t *bad = NULL;
+  ck_assert(an_credentials_read(w1, &cred, err, sizeof err) == 0);
+  cred.secret[0] = cred.secret[0] == 'a' ? 'b' : 'a';
+  ck_assert_int_ne(an_credentials_connect(&cred, "test", 5000, &bad, err, sizeof err), 0);
+  ck_assert_ptr_null(bad);
+  /* Revoked: no more connections. */
+  free(admin(&b, "revoke", "3", NULL));
+  ck_assert(an_credentials_read(w1, &cred, err, sizeof err) == 0);
+  ck_assert_int_ne(an_credentials_connect(&cred, "test", 5000, &bad, err, sizeof err), 0);
+  an_client_close(w);
+  an_client_close(bob);
+  ledger_ok(&b);
+  broker_stop(&b, SIGTERM);
+  broker_free(&b);
+  an_arena_destroy(&a);
+}
+END_TEST
+
+START_TEST(test_lease_expires_to_another_worker) {
+  broker_t b;
+  char pub[700], w1[700], w2[700], data[700], model[700];
+  an_arena_t a;
+  an_arena_init(&a, 0, 0);
+  broker_init(&b);
+  broker_start(&b);
+  enroll(&b, "publisher", "alice", pub, sizeof pub);
+  enroll(&b, "worker", "wanda", w1, sizeof w1);
+  enroll(&b, "worker", "walt", w2, sizeof w2);
+  free(admin(&b, "topup", "1", "1000"));
+  snprintf(data, sizeof data, "%s/enc", b.dir);
+  snprintf(model, sizeof model, "%s/model.onnx", b.dir);
+  make_dataset(data, model);
+  uint64_t task = submit_task(&b, pub, data, NULL);
+  an_client_t *x = connect_node(w1), *y = connect_node(w2);
+  ck_assert_ptr_nonnull(lease(x, &a, 2));
+  /* Wanda goes silent; Walt's long poll gets the task after the 3 s lease. */
+  Archnet__TaskInfo *t = lease(y, &a, 15);
+  ck_assert_ptr_nonnull(t);
+  ck_assert_uint_eq(t->task_id, task);
+  ck_assert_uint_eq(t->attempts, 2);
+  int cancelled;
+  ck_assert_int_eq(heartbeat(x, task, &a, &cancelled), -1); /* the lease is gone */
+  submit_model(y, task, model, &a);
+  an_client_t *p = connect_node(pub);
+  wait_state(p, task, ARCHNET__TASK_STATE__TASK_ACCEPTED, &a);
+  ck_assert_int_eq(balance_of(&b, "walt"), 900);
+  ck_assert_int_eq(balance_of(&b, "wanda"), 0);
+  ledger_ok(&b);
+  an_client_close(x);
+  an_client_close(y);
+  an_client_close(p);
+  broker_stop(&b, SIGTERM);
+  broker_free(&b);
+  an_arena_destroy(&a);
+}
+END_TEST
+
+START_TEST(test_cancel_and_rejection) {
+  broker_t b;
+  char pub[700], w1[700], data[700], model[700], junk[700];
+  an_arena_t a;
+  an_arena_init(&a, 0, 0);
+  broker_init(&b);
+  broker_start(&b);
+  enroll(&b, "publisher", "alice", pub, sizeof pub);
+  enroll(&b, "worker", "wanda", w1, sizeof w1);
+  free(admin(&b, "topup", "1", "3000"));
+  snprintf(data, sizeof data, "%s/enc", b.dir);
+  snprintf(model, sizeof model, "%s/model.onnx", b.dir);
+  make_dataset(data, model);
+  /* A model that is not ONNX at all is rejected by the sandbox, the task
+   * goes back to the queue, and the broker carries on. */
+  uint64_t task = submit_task(&b, pub, data, NULL);
+  an_client_t *w = connect_node(w1), *p = connect_node(pub);
+  ck_assert_ptr_nonnull(lease(w, &a, 2));
+  snprintf(junk, sizeof junk, "%s/junk.onnx", b.dir);
+  FILE *f = fopen(junk, "w");
+  fputs("\x08\x07garbage that is not a model", f);
+  fclose(f);
+  submit_model(w, task, junk, &a);
+  Archnet__TaskInfo *t = wait_state(p, task, ARCHNET__TASK_STATE__TASK_QUEUED, &a);
+  ck_assert_msg(t->reason && t->reason[0], "no rejection reason");
+  /* Then cancelled while leased again: the worker hears it at its
+   * heartbeat, and the publisher gets the bounty back. */
+  ck_assert_ptr_null(lease(w, &a, 1)); /* exclude_failed: not to the same worker */
+  char w2[700];
+  enroll(&b, "worker", "walt", w2, sizeof w2);
+  an_client_t *y = connect_node(w2);
+  ck_assert_ptr_nonnull(lease(y, &a, 2));
+  char taskarg[32];
+  snprintf(taskarg, sizeof taskarg, "%llu", (unsigned long long)task);
+  char *cancel[] = {(char *)bin("ARCHNET_PUBLISHER"), "cancel", taskarg, "--credentials", pub,
+                    NULL};
+  free(run_ok(cancel));
+  int cancelled = 0;
+  ck_assert_int_eq(heartbeat(y, task, &a, &cancelled), 0);
+  ck_assert_int_eq(cancelled, 1);
+  ck_assert_int_eq(balance_of(&b, "alice"), 3000);
+  ledger_ok(&b);
+  an_client_close(w);
+  an_client_close(y);
+  an_client_close(p);
+  broker_stop(&b, SIGTERM);
+  broker_free(&b);
+  an_arena_destroy(&a);
+}
+END_TEST
+
+/* A broker killed with SIGKILL while a blob is half uploaded: after the
+ * restart the upload resumes at an offset no smaller than what was
+ * acknowledged, completes, and the state and ledger are intact. */
+START_TEST(test_kill9_mid_upload) {
+  broker_t b;
+  char pub[700], data[700], model[800], big[800], err[1024], sha[65];
+  an_arena_t a;
+  an_arena_init(&a, 0, 0);
+  broker_init(&b);
+  broker_start(&b);
+  enroll(&b, "publisher", "alice", pub, sizeof pub);
+  free(admin(&b, "topup", "1", "1000"));
+  snprintf(data, sizeof data, "%s/enc", b.dir);
+  snprintf(model, sizeof model, "%s/model.onnx", b.dir);
+  make_dataset(data, model);
+  /* Make train_x large enough to stop in the middle of. */
+  snprintf(big, sizeof big, "%s/train_x.npy", data);
+  int64_t shape[4] = {20000, 3, 8, 8};
+  float *x = calloc(20000 * 192, sizeof *x);
+  for (int i = 0; i < 20000 * 192; i++)
+    x[i] = (float)(i % 97);
+  ck_assert(an_npy_write(big, AN_NPY_F32, 4, shape, x, err, sizeof err) == 0);
+  free(x);
+  uint64_t size;
+  ck_assert(an_file_sha256(big, sha, &size, err, sizeof err) == 0);
+  /* The publisher's task, created and partly uploaded by hand. */
+  char *submit[] = {(char *)bin("ARCHNET_PUBLISHER"), "submit", "--credentials", pub, "--data",
+                    data, "--bounty", "1000", "--min-accuracy", "0", NULL};
+  pid_t sp = an_test_spawn(submit, "/dev/null");
+  usleep(300 * 1000);
+  broker_stop(&b, SIGKILL);
+  an_test_wait(sp, 20000);
+  broker_start(&b);
+  /* Rerunning submit resumes the same task and finishes it. */
+  char *out = run_ok(submit);
+  ck_assert_msg(strstr(out, "queued"), "%s", out);
+  free(out);
+  char *tasks = admin(&b, "tasks", NULL, NULL);
+  ck_assert_msg(strstr(tasks, "queued") && !strstr(tasks, "\n     2 "), "%s", tasks);
+  free(tasks);
+  ck_assert_int_eq(balance_of(&b, "alice"), 0);
+  ledger_ok(&b);
+  broker_stop(&b, SIGTERM);
+  broker_free(&b);
+  an_arena_destroy(&a);
+}
+END_TEST
+
+static Suite *broker_tasks_suite(void) {
+  Suite *s = suite_create("broker-tasks");
+  TCase *tc = tcase_create("tasks");
+  tcase_add_test(tc, test_full_cycle);
+  tcase_add_test(tc, test_roles_do_not_cross);
+  tcase_add_test(tc, test_lease_expires_to_another_worker);
+  tcase_add_test(tc, test_cancel_and_rejection);
+  tcase_add_test(tc, test_kill9_mid_upload);
+  tcase_set_timeout(tc, 600);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+AN_TEST_MAIN(broker_tasks_suite)
