@@ -1,5 +1,6 @@
 #include "server/broker.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,8 +24,15 @@ struct an_broker {
   int listener_closed;
 };
 
+static void an_broker_count(an_broker_t *b, atomic_uint_fast64_t *counter) {
+  if (b->params.stats)
+    atomic_fetch_add(counter, 1);
+}
+
 static void an_broker_on_session_gone(an_session_t *s, void *arg) {
   an_broker_t *b = arg;
+  if (b->params.stats)
+    an_broker_count(b, &b->params.stats->connections_closed);
   an_list_remove(an_session_link(s));
   b->n_sessions--;
 }
@@ -58,6 +66,7 @@ static void an_broker_on_connection(uv_stream_t *server, int status) {
       .on_gone = an_broker_on_session_gone,
       .broker = b,
       .service = b->params.service,
+      .stats = b->params.stats,
   };
   an_session_t *s;
   int rc;
@@ -70,6 +79,8 @@ static void an_broker_on_connection(uv_stream_t *server, int status) {
     an_broker_reject(server);
     return;
   }
+  if (b->params.stats && b->params.max_sessions && b->n_sessions >= b->params.max_sessions)
+    an_broker_count(b, &b->params.stats->connections_refused);
   if (b->params.max_sessions && b->n_sessions >= b->params.max_sessions) {
     /* A client retries with backoff. */
     AN_LOG(AN_LOG_WARN, "broker", "refusing a connection: %u sessions open (max-sessions)",
@@ -85,6 +96,8 @@ static void an_broker_on_connection(uv_stream_t *server, int status) {
   }
   an_list_push(&b->sessions, an_session_link(s));
   b->n_sessions++;
+  if (b->params.stats)
+    an_broker_count(b, &b->params.stats->connections_accepted);
 }
 
 /* Written whole (rename), so a reader never sees half an address. */

@@ -9,6 +9,7 @@
 #include <uv.h>
 
 #include "common/net/tls.h"
+#include "server/http.h"
 
 typedef struct an_broker an_broker_t;
 
@@ -21,6 +22,7 @@ typedef struct an_broker_params {
   uint32_t max_sessions;         /* connections beyond this are refused */
   const char *ready_file;        /* if set, "HOST:PORT\n" is written here once listening */
   struct an_service *service;    /* requests after Hello; borrowed, outlives the broker */
+  an_broker_stats_t *stats;      /* live counters for /metrics; may be NULL */
 } an_broker_params_t;
 
 /* Creates the broker on `loop` and starts listening. On failure returns an

@@ -17,6 +17,7 @@
 #include "server/broker.h"
 #include "server/admin.h"
 #include "server/blobstore.h"
+#include "server/http.h"
 #include "server/identity.h"
 #include "server/service.h"
 #include "server/store.h"
@@ -36,6 +37,7 @@ typedef struct run_settings {
   int64_t fee_permille, lease_seconds, max_wait;
   uint64_t max_blob, min_free, max_model, score_memory;
   double score_cpu, score_wall;
+  char *http_listen, *http_ready_file;
 } run_settings_t;
 
 #define RUN_OPT(field) offsetof(run_settings_t, field)
@@ -79,6 +81,10 @@ static const an_option_t run_options[] = {
      "CPU-time limit of the process scoring a model"},
     {"score-wall", AN_OPT_DOUBLE, RUN_OPT(score_wall), "900", 1, 86400, "S",
      "wall-clock limit of the process scoring a model"},
+    {"http-listen", AN_OPT_STR, RUN_OPT(http_listen), "127.0.0.1:7444", 0, 0, "HOST:PORT",
+     "admin HTTP endpoint: /metrics, the JSON API and the dashboard; empty = off"},
+    {"http-ready-file", AN_OPT_STR, RUN_OPT(http_ready_file), NULL, 0, 0, "FILE",
+     "once the HTTP endpoint listens, write its HOST:PORT here"},
 };
 
 static const an_command_spec_t run_spec = {
@@ -175,16 +181,20 @@ static int cmd_run(int argc, char **argv) {
     fprintf(stderr, "archnet-broker: cannot start the event loop: %s\n", uv_strerror(rc));
     goto done_tls;
   }
+  an_broker_stats_t stats;
+  an_http_t *http = NULL;
+  an_broker_stats_init(&stats);
   an_service_params_t sp = {
       .store = store, .blobs = blobs, .exe = exe, .fee_permille = (int)s.fee_permille,
       .default_lease_seconds = (uint32_t)s.lease_seconds, .max_wait_seconds = (uint32_t)s.max_wait,
       .max_model_bytes = s.max_model, .score_memory_bytes = s.score_memory,
-      .score_cpu_seconds = s.score_cpu, .score_wall_seconds = s.score_wall};
+      .score_cpu_seconds = s.score_cpu, .score_wall_seconds = s.score_wall, .stats = &stats};
   if ((rc = an_service_new(&loop, &sp, &proc.service, err, sizeof err)) != 0) {
     fprintf(stderr, "archnet-broker: %s\n", err);
     goto done_loop;
   }
   params.service = proc.service;
+  params.stats = &stats;
   if ((rc = an_broker_start(&loop, &params, &proc.broker, err, sizeof err)) != 0) {
     fprintf(stderr, "archnet-broker: %s\n", err);
     an_service_stop(proc.service);
@@ -197,10 +207,31 @@ static int cmd_run(int argc, char **argv) {
   uv_signal_start(&proc.sigint, on_stop_signal, SIGINT);
   uv_signal_start(&proc.sigterm, on_stop_signal, SIGTERM);
 
+  if (s.http_listen && s.http_listen[0]) {
+    snprintf(path, sizeof path, "%s/state.db", s.data_dir);
+    an_http_params_t hp = {.listen = s.http_listen, .db_path = path, .stats = &stats};
+    if ((rc = an_http_start(&hp, &http, err, sizeof err)) != 0) {
+      fprintf(stderr, "archnet-broker: %s\n", err);
+      an_broker_stop(proc.broker);
+      an_service_stop(proc.service);
+      uv_close((uv_handle_t *)&proc.sigint, NULL);
+      uv_close((uv_handle_t *)&proc.sigterm, NULL);
+    } else {
+      AN_LOG(AN_LOG_INFO, "broker", "admin endpoint on http://%s/", an_http_address(http));
+      if (s.http_ready_file) {
+        FILE *f = fopen(s.http_ready_file, "w");
+        if (f) {
+          fprintf(f, "%s\n", an_http_address(http));
+          fclose(f);
+        }
+      }
+    }
+  }
   uv_run(&loop, UV_RUN_DEFAULT); /* returns once every handle is closed */
+  an_http_stop(http);
   an_broker_free(proc.broker);
   AN_LOG(AN_LOG_INFO, "broker", "stopped");
-  status = AN_EXIT_OK;
+  status = rc == 0 ? AN_EXIT_OK : AN_EXIT_FAIL;
 done_loop:
   if (uv_loop_close(&loop) != 0)
     AN_LOG(AN_LOG_WARN, "broker", "event loop closed with handles still open");

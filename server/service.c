@@ -11,6 +11,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <stdatomic.h>
+
 #include <openssl/evp.h>
 
 #include "common/error.h"
@@ -37,6 +39,7 @@ typedef struct scoring {
   an_service_t *svc;
   int64_t task_id;
   double min_accuracy;
+  int64_t bounty;
 } scoring_t;
 
 struct an_service {
@@ -50,6 +53,13 @@ struct an_service {
 };
 
 static int64_t an_now_s(void) { return (int64_t)time(NULL); }
+
+/* Counts an event for /metrics. */
+#define AN_STAT(svc, field, n)                                                                \
+  do {                                                                                       \
+    if ((svc)->p.stats)                                                                      \
+      atomic_fetch_add(&(svc)->p.stats->field, (uint_fast64_t)(n));                          \
+  } while (0)
 
 /* ---- replies ---- */
 
@@ -185,6 +195,7 @@ static int an_send_lease(an_service_t *svc, an_session_t *s, uint64_t id, const 
   env.request_id = id;
   env.body_case = ARCHNET__ENVELOPE__BODY_LEASE_GRANTED;
   env.lease_granted = &lg;
+  AN_STAT(svc, leases_granted, 1);
   AN_LOG(AN_LOG_INFO, an_session_name(s), "task %lld leased to worker %llu (attempt %d of %d)",
          (long long)t->id, (unsigned long long)an_session_node(s), t->attempts,
          t->spec.max_attempts);
@@ -232,6 +243,7 @@ static void an_expiry_tick(uv_timer_t *t) {
   if (rc)
     AN_LOG(AN_LOG_ERROR, "service", "expiring leases: %s", an_strerror(rc));
   if (n > 0) {
+    AN_STAT(svc, leases_expired, n);
     AN_LOG(AN_LOG_INFO, "service", "%d lease(s) expired; their tasks are queued again", n);
     an_wake_waiters(svc);
   }
@@ -251,6 +263,7 @@ static int an_on_lease_request(an_service_t *svc, an_session_t *s, const Archnet
   }
   int n = 0;
   an_store_lease_expire(svc->p.store, an_now_s(), &n);
+  AN_STAT(svc, leases_expired, n);
   int rc = an_store_lease_next(svc->p.store, (int64_t)an_session_node(s), &caps, an_now_s(), &t);
   if (rc == 0)
     return an_send_lease(svc, s, req->request_id, &t);
@@ -316,6 +329,13 @@ static void an_scored(const an_validate_result_t *r, void *arg) {
     reason[0] = '\0';
   int rc = an_store_validation_done(svc->p.store, sc->task_id, accepted, r->ok ? r->accuracy : -1,
                                     reason, svc->p.fee_permille, an_now_s());
+  if (accepted) {
+    AN_STAT(svc, validations_accepted, 1);
+    AN_STAT(svc, payouts, 1);
+    AN_STAT(svc, payout_credits, sc->bounty - sc->bounty * svc->p.fee_permille / 1000);
+  } else {
+    AN_STAT(svc, validations_rejected, 1);
+  }
   if (rc)
     AN_LOG(AN_LOG_ERROR, "service", "task %lld: recording the validation: %s",
            (long long)sc->task_id, an_strerror(rc));
@@ -343,6 +363,7 @@ static int an_start_scoring(an_service_t *svc, const an_task_t *t) {
   sc->svc = svc;
   sc->task_id = t->id;
   sc->min_accuracy = t->spec.min_accuracy;
+  sc->bounty = t->spec.bounty;
   an_validate_params_t vp = {
       .exe = svc->exe, .model_path = model, .x_path = x, .y_path = y,
       .input_c = t->spec.input_c, .input_h = t->spec.input_h, .input_w = t->spec.input_w,
@@ -353,6 +374,7 @@ static int an_start_scoring(an_service_t *svc, const an_task_t *t) {
     return rc;
   }
   svc->scorings++;
+  AN_STAT(svc, validations_started, 1);
   AN_LOG(AN_LOG_INFO, "service", "task %lld: scoring the model of worker %lld",
          (long long)t->id, (long long)t->worker);
   return 0;
@@ -489,12 +511,20 @@ static int an_on_begin_blob(an_service_t *svc, an_session_t *s, const Archnet__E
   const char *d = bb->blob->sha256;
   if (an_session_role(s) == AN_ROLE_PUBLISHER) {
     /* A publisher uploads its task's four datasets, while uploading. */
-    if (t.state != AN_TASK_UPLOADING ||
-        (strcmp(d, t.spec.train_x) && strcmp(d, t.spec.train_y) && strcmp(d, t.spec.val_x) &&
-         strcmp(d, t.spec.val_y)))
+    if (strcmp(d, t.spec.train_x) && strcmp(d, t.spec.train_y) && strcmp(d, t.spec.val_x) &&
+        strcmp(d, t.spec.val_y))
       return an_session_error(s, req->request_id, ARCHNET__ERROR__CODE__FORBIDDEN,
-                              "task %llu takes no upload of that blob now",
+                              "task %llu has no dataset with that SHA-256",
                               (unsigned long long)bb->task_id);
+    uint64_t have = 0;
+    if (t.state != AN_TASK_UPLOADING) {
+      /* A rerun of a finished submit: nothing left to send. */
+      if (an_blobstore_has(svc->p.blobs, d, &have) && have == bb->blob->size)
+        return an_send_offset(s, req->request_id, have, 1);
+      return an_session_error(s, req->request_id, ARCHNET__ERROR__CODE__WRONG_STATE,
+                              "task %llu is %s: it takes no uploads", (unsigned long long)bb->task_id,
+                              an_task_state_name(t.state));
+    }
   } else if (an_session_role(s) == AN_ROLE_WORKER) {
     /* A worker uploads one model, for its live lease. */
     if (t.state != AN_TASK_LEASED)
@@ -515,6 +545,8 @@ static int an_on_begin_blob(an_service_t *svc, an_session_t *s, const Archnet__E
     return an_session_error(s, req->request_id, ARCHNET__ERROR__CODE__WRONG_STATE,
                             "too many uploads open on this connection");
   int complete = offset == bb->blob->size;
+  if (!complete)
+    AN_STAT(svc, uploads_started, 1);
   if (complete && an_session_role(s) == AN_ROLE_PUBLISHER)
     an_maybe_ready(svc, t.id);
   return an_send_offset(s, req->request_id, offset, complete);
@@ -538,6 +570,8 @@ static int an_on_put_chunk(an_service_t *svc, an_session_t *s, const Archnet__En
     return an_send_offset(s, req->request_id, next, 0);
   if (rc)
     return an_session_error(s, req->request_id, an_error_code(rc), "%s", err);
+  if (complete)
+    AN_STAT(svc, uploads_completed, 1);
   if (complete && an_session_role(s) == AN_ROLE_PUBLISHER)
     an_maybe_ready(svc, (int64_t)task);
   return an_send_offset(s, req->request_id, next, complete);
@@ -824,9 +858,12 @@ int an_service_handle(an_service_t *svc, an_session_t *s, const Archnet__Envelop
 
 int an_service_authenticate(an_service_t *svc, uint64_t node_id, const char *secret,
                             an_role_t *role) {
-  if (node_id > (uint64_t)INT64_MAX || !secret)
-    return AN_EAUTH;
-  return an_store_authenticate(svc->p.store, (int64_t)node_id, secret, role);
+  int rc = node_id > (uint64_t)INT64_MAX || !secret
+               ? AN_EAUTH
+               : an_store_authenticate(svc->p.store, (int64_t)node_id, secret, role);
+  if (rc)
+    AN_STAT(svc, auth_failures, 1);
+  return rc;
 }
 
 void an_service_session_gone(an_service_t *svc, an_session_t *s) {

@@ -23,6 +23,7 @@
 
 #include "proto/archnet.pb-c.h"
 #include "server/blobstore.h"
+#include "server/http.h"
 #include "server/store.h"
 
 typedef struct an_service an_service_t;
@@ -39,6 +40,7 @@ typedef struct an_service_params {
   uint64_t max_model_bytes;  /* a worker's upload */
   uint64_t score_memory_bytes;
   double score_cpu_seconds, score_wall_seconds;
+  an_broker_stats_t *stats;  /* live counters for /metrics; may be NULL */
 } an_service_params_t;
 
 int an_service_new(uv_loop_t *loop, const an_service_params_t *p, an_service_t **out, char *err,

@@ -1,6 +1,7 @@
 #include "server/session.h"
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +39,8 @@ an_role_t an_session_role(const an_session_t *s) { return s->node ? s->node_role
 const char *an_session_name(const an_session_t *s) { return s->name; }
 
 int an_session_send(an_session_t *s, const Archnet__Envelope *env) {
+  if (s->env.stats)
+    atomic_fetch_add(&s->env.stats->bytes_sent, archnet__envelope__get_packed_size(env) + 4);
   return an_wire_send(s->conn, env);
 }
 
@@ -167,6 +170,8 @@ static int an_session_on_frame(an_conn_t *conn, const uint8_t *payload, size_t l
   int rc;
 
   an_arena_reset(&s->arena);
+  if (s->env.stats)
+    atomic_fetch_add(&s->env.stats->bytes_received, len + 4);
   req = an_wire_unpack(&s->arena, payload, len);
   if (!req) {
     AN_LOG(AN_LOG_WARN, s->name, "malformed frame of %zu bytes from %s; closing", len,

@@ -66,7 +66,7 @@ static void broker_start(broker_proc_t *b) {
   char *run[] = {(char *)bin("ARCHNET_BROKER"), "run", "--config", conf, "--data-dir", b->data,
                  "--listen", "127.0.0.1:0", "--ready-file", b->ready,
                  "--max-frame", "64K", "--log-level", "debug",
-                 "--handshake-timeout-ms", "1500", NULL};
+                 "--handshake-timeout-ms", "1500", "--http-listen", "127.0.0.1:0", NULL};
   b->pid = an_test_spawn(run, b->log);
   ck_assert_int_gt(b->pid, 0);
   ck_assert_msg(an_test_read_line_when_ready(b->ready, b->address, sizeof b->address, 10000) == 0,

@@ -71,7 +71,7 @@ static void broker_start(broker_t *b) {
   char *run[] = {(char *)bin("ARCHNET_BROKER"), "run", "--data-dir", b->data, "--listen",
                  listen, "--ready-file", b->ready, "--log-level", "debug",
                  "--fee-permille", "100", "--min-free-disk", "0", "--max-wait", "20",
-                 "--score-wall", "60", NULL};
+                 "--score-wall", "60", "--http-listen", "127.0.0.1:0", NULL};
   b->pid = an_test_spawn(run, b->log);
   ck_assert_int_gt(b->pid, 0);
   ck_assert_msg(an_test_read_line_when_ready(b->ready, b->address, sizeof b->address, 10000) == 0,
@@ -528,9 +528,9 @@ START_TEST(test_kill9_mid_upload) {
   make_dataset(data, model);
   /* Make train_x large enough to stop in the middle of. */
   snprintf(big, sizeof big, "%s/train_x.npy", data);
-  int64_t shape[4] = {20000, 3, 8, 8};
-  float *x = calloc(20000 * 192, sizeof *x);
-  for (int i = 0; i < 20000 * 192; i++)
+  int64_t shape[4] = {60000, 3, 8, 8};
+  float *x = calloc(60000 * 192, sizeof *x);
+  for (int i = 0; i < 60000 * 192; i++)
     x[i] = (float)(i % 97);
   ck_assert(an_npy_write(big, AN_NPY_F32, 4, shape, x, err, sizeof err) == 0);
   free(x);
@@ -540,13 +540,20 @@ START_TEST(test_kill9_mid_upload) {
   char *submit[] = {(char *)bin("ARCHNET_PUBLISHER"), "submit", "--credentials", pub, "--data",
                     data, "--bounty", "1000", "--min-accuracy", "0", NULL};
   pid_t sp = an_test_spawn(submit, "/dev/null");
-  usleep(300 * 1000);
+  /* Kill the broker once part of train_x is on its disk. */
+  char partial[800];
+  struct stat st;
+  snprintf(partial, sizeof partial, "%s/blobs/partial/%s", b.data, sha);
+  for (int i = 0; i < 400 && !(stat(partial, &st) == 0 && st.st_size > 0); i++)
+    usleep(50 * 1000);
+  ck_assert_msg(stat(partial, &st) == 0 && st.st_size > 0 && (uint64_t)st.st_size < size,
+                "the upload was not caught half way");
   broker_stop(&b, SIGKILL);
   an_test_wait(sp, 20000);
   broker_start(&b);
-  /* Rerunning submit resumes the same task and finishes it. */
+  /* Rerunning submit resumes the same task from the verified offset. */
   char *out = run_ok(submit);
-  ck_assert_msg(strstr(out, "queued"), "%s", out);
+  ck_assert_msg(strstr(out, "resuming") && strstr(out, "queued"), "%s", out);
   free(out);
   char *tasks = admin(&b, "tasks", NULL, NULL);
   ck_assert_msg(strstr(tasks, "queued") && !strstr(tasks, "\n     2 "), "%s", tasks);
