@@ -42,8 +42,20 @@ typedef struct scoring {
   int64_t bounty;
 } scoring_t;
 
+/* Recent authentication failures of one address. */
+typedef struct auth_failures {
+  char address[64]; /* IP, without the port */
+  int count;
+  int64_t window_start, blocked_until;
+} auth_failures_t;
+
+#define AN_AUTH_SLOTS 256
+#define AN_AUTH_MAX_FAILURES 10
+#define AN_AUTH_WINDOW 60
+
 struct an_service {
   uv_loop_t *loop;
+  auth_failures_t auth[AN_AUTH_SLOTS]; /* oldest window replaced when full */
   an_service_params_t p;
   char *exe;
   uv_timer_t expiry; /* lease deadlines */
@@ -856,13 +868,49 @@ int an_service_handle(an_service_t *svc, an_session_t *s, const Archnet__Envelop
   return handler(svc, s, req);
 }
 
+/* The failure record of the address in `peer`, made if needed. */
+static auth_failures_t *an_auth_slot(an_service_t *svc, const char *peer, int64_t now) {
+  char ip[64];
+  snprintf(ip, sizeof ip, "%s", peer ? peer : "");
+  char *colon = strrchr(ip, ':'); /* "1.2.3.4:5" or "[::1]:5" */
+  if (colon)
+    *colon = '\0';
+  auth_failures_t *oldest = &svc->auth[0];
+  for (int i = 0; i < AN_AUTH_SLOTS; i++) {
+    auth_failures_t *a = &svc->auth[i];
+    if (a->address[0] && strcmp(a->address, ip) == 0)
+      return a;
+    if (a->window_start < oldest->window_start)
+      oldest = a;
+  }
+  memset(oldest, 0, sizeof *oldest);
+  snprintf(oldest->address, sizeof oldest->address, "%s", ip);
+  oldest->window_start = now;
+  return oldest;
+}
+
 int an_service_authenticate(an_service_t *svc, uint64_t node_id, const char *secret,
-                            an_role_t *role) {
+                            const char *peer, an_role_t *role) {
+  int64_t now = an_now_s();
+  auth_failures_t *a = an_auth_slot(svc, peer, now);
+  if (a->blocked_until > now)
+    return UV_EAGAIN;
   int rc = node_id > (uint64_t)INT64_MAX || !secret
                ? AN_EAUTH
                : an_store_authenticate(svc->p.store, (int64_t)node_id, secret, role);
-  if (rc)
-    AN_STAT(svc, auth_failures, 1);
+  if (rc == 0)
+    return 0;
+  AN_STAT(svc, auth_failures, 1);
+  if (now - a->window_start >= AN_AUTH_WINDOW) {
+    a->window_start = now;
+    a->count = 0;
+  }
+  if (++a->count > AN_AUTH_MAX_FAILURES) {
+    a->blocked_until = now + AN_AUTH_WINDOW;
+    AN_LOG(AN_LOG_WARN, "service", "%s: over %d failed authentications in %d s; refusing it "
+                                   "for %d s",
+           a->address, AN_AUTH_MAX_FAILURES, AN_AUTH_WINDOW, AN_AUTH_WINDOW);
+  }
   return rc;
 }
 

@@ -52,9 +52,12 @@ void an_service_stop(an_service_t *svc);
 /* After the loop has run dry. */
 void an_service_free(an_service_t *svc);
 
-/* Checks Hello credentials. 0 with *role set, or AN_EAUTH. */
+/* Checks Hello credentials from `peer` ("IP:PORT"). 0 with *role set;
+ * AN_EAUTH; or UV_EAGAIN when that address failed too often lately (more
+ * than 10 failures in a minute: refused for the next minute, without even
+ * checking, so guessing secrets from one address is slow). */
 int an_service_authenticate(an_service_t *svc, uint64_t node_id, const char *secret,
-                            an_role_t *role);
+                            const char *peer, an_role_t *role);
 
 /* Handles one request of an authenticated (or enrolling) session. Returns
  * 0, or an error that should close the connection. */

@@ -123,8 +123,15 @@ static int an_session_on_hello(an_session_t *s, const Archnet__Envelope *req) {
   if (hello->node_id) {
     an_role_t role = 0;
     int rc = s->env.service ? an_service_authenticate(s->env.service, hello->node_id,
-                                                      hello->secret, &role)
+                                                      hello->secret, an_conn_peer(s->conn),
+                                                      &role)
                             : AN_EAUTH;
+    if (rc == UV_EAGAIN) {
+      an_wire_send_error(s->conn, req->request_id, ARCHNET__ERROR__CODE__RATE_LIMITED,
+                         "too many failed authentications from this address; wait a minute");
+      an_conn_close(s->conn, AN_EAUTH);
+      return 0;
+    }
     if (rc != 0 || (int)role != (int)hello->role) {
       /* Slow down guessing: the failure is logged and the connection closed. */
       AN_LOG(AN_LOG_WARN, s->name, "authentication failed for node %llu from %s",

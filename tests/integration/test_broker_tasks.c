@@ -412,6 +412,16 @@ START_TEST(test_roles_do_not_cross) {
   free(admin(&b, "revoke", "3", NULL));
   ck_assert(an_credentials_read(w1, &cred, err, sizeof err) == 0);
   ck_assert_int_ne(an_credentials_connect(&cred, "test", 5000, &bad, err, sizeof err), 0);
+  /* Guessing secrets: after more than 10 failures in a minute the address
+   * is refused without a check, even with the right secret. */
+  an_credentials_t good;
+  ck_assert(an_credentials_read(pub, &good, err, sizeof err) == 0);
+  cred = good;
+  cred.secret[1] = cred.secret[1] == 'a' ? 'b' : 'a';
+  for (int i = 0; i < 12; i++)
+    ck_assert_int_ne(an_credentials_connect(&cred, "test", 5000, &bad, err, sizeof err), 0);
+  ck_assert_int_ne(an_credentials_connect(&good, "test", 5000, &bad, err, sizeof err), 0);
+  ck_assert_msg(strstr(err, "wait a minute"), "%s", err);
   an_client_close(w);
   an_client_close(bob);
   ledger_ok(&b);
