@@ -25,93 +25,20 @@
 #include "common/nn/model.h"
 #include "common/nn/onnx/export.h"
 #include "common/nn/spec.h"
+#include "tests/support/broker_fixture.h"
 #include "tests/support/testutil.h"
 
-typedef struct broker {
-  char *dir;
-  char data[600], log[600], ready[600], address[64], pin[128];
-  pid_t pid;
-} broker_t;
-
-static const char *bin(const char *var) {
-  const char *p = getenv(var);
-  ck_assert_msg(p != NULL, "%s is not set; run this test through meson", var);
-  return p;
-}
-
-/* Runs argv; returns its stdout (caller frees) and checks the status. */
-static char *run_ok(char *const argv[]) {
-  char *out = NULL, *err = NULL;
-  int st = an_test_run(argv, &out, &err);
-  ck_assert_msg(st == 0, "%s %s: exit %d: %s", argv[0], argv[1], st, err ? err : "");
-  free(err);
-  return out;
-}
-
-static void broker_init(broker_t *b) {
-  memset(b, 0, sizeof *b);
-  b->dir = an_test_tmpdir();
-  snprintf(b->data, sizeof b->data, "%s/data", b->dir);
-  snprintf(b->log, sizeof b->log, "%s/broker.log", b->dir);
-  snprintf(b->ready, sizeof b->ready, "%s/ready", b->dir);
-  char *init[] = {(char *)bin("ARCHNET_BROKER"), "init", "--data-dir", b->data, NULL};
-  free(run_ok(init));
-  char *pin[] = {(char *)bin("ARCHNET_BROKER"), "pin", "--data-dir", b->data, NULL};
-  char *out = run_ok(pin);
-  out[strcspn(out, "\n")] = '\0';
-  snprintf(b->pin, sizeof b->pin, "%s", out);
-  free(out);
-}
-
-static void broker_start(broker_t *b) {
-  char listen[64];
-  /* A restart keeps the address: the nodes' credentials name it. */
-  snprintf(listen, sizeof listen, "%s", b->address[0] ? b->address : "127.0.0.1:0");
-  unlink(b->ready);
-  char *run[] = {(char *)bin("ARCHNET_BROKER"), "run", "--data-dir", b->data, "--listen",
-                 listen, "--ready-file", b->ready, "--log-level", "debug",
-                 "--fee-permille", "100", "--min-free-disk", "0", "--max-wait", "20",
-                 "--score-wall", "60", "--http-listen", "127.0.0.1:0", NULL};
-  b->pid = an_test_spawn(run, b->log);
-  ck_assert_int_gt(b->pid, 0);
-  ck_assert_msg(an_test_read_line_when_ready(b->ready, b->address, sizeof b->address, 10000) == 0,
-                "the broker did not start; see %s", b->log);
-}
-
-static void broker_stop(broker_t *b, int sig) {
-  kill(b->pid, sig);
-  ck_assert_int_ne(an_test_wait(b->pid, 20000), -2);
-}
-
-static void broker_free(broker_t *b) {
-  an_test_rmtree(b->dir);
-  free(b->dir);
-}
-
-static char *admin(broker_t *b, const char *cmd, const char *a1, const char *a2) {
-  char *argv[] = {(char *)bin("ARCHNET_BROKER"), (char *)cmd, "--data-dir", b->data,
-                  (char *)a1, (char *)a2, NULL};
-  return run_ok(argv);
-}
-
-/* Enrolls a node through its program; returns its credentials path. */
-static void enroll(broker_t *b, const char *role, const char *name, char *cred, size_t len) {
-  char *argv_tok[] = {(char *)bin("ARCHNET_BROKER"), "enroll", "--data-dir", b->data, "--role",
-                      (char *)role, NULL};
-  char *token = run_ok(argv_tok);
-  token[strcspn(token, "\n")] = '\0';
-  snprintf(cred, len, "%s/%s.credentials", b->dir, name);
-  char *en[] = {(char *)bin(strcmp(role, "worker") ? "ARCHNET_PUBLISHER" : "ARCHNET_WORKER"),
-                "enroll", "--broker", b->address, "--pin", b->pin, "--token", token,
-                "--credentials", cred, "--name", (char *)name, NULL};
-  free(run_ok(en));
-  /* A token is good once. */
-  char other[700];
-  snprintf(other, sizeof other, "%s.again", cred);
-  en[11] = other;
-  ck_assert_int_eq(an_test_run(en, NULL, NULL), 1);
-  free(token);
-}
+typedef an_test_broker_t broker_t;
+#define bin an_test_bin
+#define run_ok an_test_run_ok
+#define broker_init an_test_broker_init
+#define broker_start an_test_broker_start
+#define broker_stop an_test_broker_stop
+#define broker_free an_test_broker_free
+#define admin an_test_broker_admin
+#define enroll an_test_broker_enroll
+#define balance_of an_test_broker_balance
+#define ledger_ok an_test_broker_ledger_ok
 
 static an_client_t *connect_node(const char *cred_path) {
   an_credentials_t cred;
@@ -123,44 +50,8 @@ static an_client_t *connect_node(const char *cred_path) {
   return c;
 }
 
-/* An encoded dataset of 3x8x8 codes, and a classifier for it. */
 static void make_dataset(const char *dir, const char *model_path) {
-  char path[800];
-  int64_t tx[4] = {96, 3, 8, 8}, vx[4] = {40, 3, 8, 8}, ty[1] = {96}, vy[1] = {40};
-  uint64_t seed = 7;
-  float *x = malloc(96 * 192 * sizeof *x);
-  uint8_t y[96];
-  char err[512];
-  ck_assert_ptr_nonnull(x);
-  mkdir(dir, 0755);
-  for (int i = 0; i < 96 * 192; i++)
-    x[i] = (float)(an_test_rand(&seed) % 1000) / 1000.0f;
-  for (int i = 0; i < 96; i++)
-    y[i] = (uint8_t)(an_test_rand(&seed) % 10);
-  snprintf(path, sizeof path, "%s/train_x.npy", dir);
-  ck_assert(an_npy_write(path, AN_NPY_F32, 4, tx, x, err, sizeof err) == 0);
-  snprintf(path, sizeof path, "%s/train_y.npy", dir);
-  ck_assert(an_npy_write(path, AN_NPY_U8, 1, ty, y, err, sizeof err) == 0);
-  snprintf(path, sizeof path, "%s/val_x.npy", dir);
-  ck_assert(an_npy_write(path, AN_NPY_F32, 4, vx, x + 50 * 192, err, sizeof err) == 0);
-  snprintf(path, sizeof path, "%s/val_y.npy", dir);
-  ck_assert(an_npy_write(path, AN_NPY_U8, 1, vy, y + 50, err, sizeof err) == 0);
-  snprintf(path, sizeof path, "%s/encoding.json", dir);
-  FILE *f = fopen(path, "w");
-  ck_assert_ptr_nonnull(f);
-  fprintf(f, "{\"format\": \"archnet-encoded/1\", \"dtype\": \"f32\", \"shape\": [3, 8, 8],"
-             " \"split\": {\"seed\": 1, \"val_fraction\": 0.3, \"source\": 136, \"train\": 96,"
-             " \"val\": 40, \"test\": 0}, \"dataset_digest\": \"%064d\"}\n",
-          0);
-  fclose(f);
-  free(x);
-  an_model_t *m = NULL;
-  int chw[3] = {3, 8, 8};
-  ck_assert(an_model_preset("cnn-small", chw, 10, &m, err, sizeof err) == 0);
-  ck_assert(an_model_finalize(m, AN_INIT_UNIFORM, 1, err, sizeof err) == 0);
-  an_onnx_export_opts_t o = {.first = 0, .last = -1};
-  ck_assert_msg(an_onnx_export(m, &o, model_path, err, sizeof err) == 0, "%s", err);
-  an_model_free(m);
+  an_test_encoded_dataset(dir, model_path, 0);
 }
 
 /* One request of the body `kind`; returns the reply (in arena) or NULL
@@ -260,24 +151,6 @@ static uint64_t submit_task(broker_t *b, const char *pub, const char *data, cons
   free(out);
   (void)b;
   return id;
-}
-
-static int64_t balance_of(broker_t *b, const char *name) {
-  char *out = admin(b, "nodes", NULL, NULL);
-  char *line = strstr(out, name);
-  long long bal = -1;
-  ck_assert_msg(line, "%s", out);
-  char *p = strstr(line, "balance");
-  ck_assert_ptr_nonnull(p);
-  sscanf(p, "balance %lld", &bal);
-  free(out);
-  return bal;
-}
-
-static void ledger_ok(broker_t *b) {
-  char *out = admin(b, "ledger", "--check", NULL);
-  ck_assert_msg(strstr(out, "ledger check: ok"), "%s", out);
-  free(out);
 }
 
 START_TEST(test_full_cycle) {
