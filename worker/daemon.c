@@ -84,6 +84,7 @@ static void an_worker_on_signal(int sig) { an_worker_stop = sig; }
 typedef struct worker {
   const run_settings_t *s;
   an_credentials_t cred;
+  const char *software;
   an_client_t *client;
   an_arena_t arena;
   uint64_t task_id;
@@ -140,6 +141,9 @@ static int heartbeat(worker_t *w) {
   return 0;
 }
 
+static int reconnect(worker_t *w);
+static int transient(int rc);
+
 /* From the trainer: keep the lease alive; stop on cancel or signal. */
 static int on_progress(double fraction, void *arg) {
   worker_t *w = arg;
@@ -147,7 +151,10 @@ static int on_progress(double fraction, void *arg) {
   double every = w->lease_seconds > 3 ? w->lease_seconds / 3.0 : 1.0;
   if (an_mono() - w->last_beat >= every) {
     w->last_beat = an_mono();
-    if (heartbeat(w) != 0)
+    int rc = heartbeat(w);
+    if (transient(rc) && reconnect(w) == 0)
+      rc = heartbeat(w);
+    if (rc != 0)
       logf_("heartbeat for task %llu failed: %s", (unsigned long long)w->task_id, w->err);
     else
       fprintf(stderr, "\rtask %llu: %3.0f%% trained ", (unsigned long long)w->task_id,
@@ -155,6 +162,34 @@ static int on_progress(double fraction, void *arg) {
     write_status(w, "training");
   }
   return w->cancelled || an_worker_stop;
+}
+
+/* After a lost connection in the middle of a task: connect again, with
+ * backoff, for as long as the lease may still be alive. 0 once connected. */
+static int reconnect(worker_t *w) {
+  double backoff = 1, give_up = an_mono() + (w->lease_seconds ? w->lease_seconds : 60);
+  an_client_close(w->client);
+  w->client = NULL;
+  while (!an_worker_stop && an_mono() < give_up) {
+    char err[1024];
+    if (an_credentials_connect(&w->cred, w->software, 30000, &w->client, err, sizeof err) == 0) {
+      logf_("task %llu: reconnected to the broker", (unsigned long long)w->task_id);
+      return 0;
+    }
+    double pause = backoff * (0.5 + (double)rand() / RAND_MAX);
+    logf_("task %llu: broker unreachable (%s); retrying in %.0f s",
+          (unsigned long long)w->task_id, err, pause);
+    for (double t = 0; t < pause && !an_worker_stop; t += 0.2)
+      usleep(200 * 1000);
+    backoff = backoff < 16 ? backoff * 2 : 16;
+  }
+  return UV_ETIMEDOUT;
+}
+
+/* Whether a failure is the connection's (retry) rather than the broker's
+ * answer or the data's (do not). */
+static int transient(int rc) {
+  return rc != 0 && rc != AN_EREMOTE && rc != AN_EFORMAT && rc != AN_ENOSPACE && rc != UV_ENOMEM;
 }
 
 /* Training-set blobs live in the cache under their digest. */
@@ -170,8 +205,15 @@ static int fetch_blob(worker_t *w, const Archnet__BlobRef *ref, char *path, size
              (unsigned long long)ref->size);
     return AN_ENOSPACE;
   }
-  return an_transfer_download(w->client, w->task_id, ref->sha256, path, NULL, NULL, w->err,
-                              sizeof w->err);
+  int rc;
+  /* A dropped connection (or a broker restart) resumes from the .part. */
+  while (transient(rc = an_transfer_download(w->client, w->task_id, ref->sha256, path, NULL,
+                                             NULL, w->err, sizeof w->err))) {
+    logf_("task %llu: download interrupted: %s", (unsigned long long)w->task_id, w->err);
+    if (reconnect(w) != 0)
+      break;
+  }
+  return rc;
 }
 
 /* After submitting: wait for and log the broker's verdict. */
@@ -244,9 +286,15 @@ static int work_on(worker_t *w, const Archnet__TaskInfo *t) {
   if (rc)
     return rc;
   write_status(w, "uploading");
-  if ((rc = an_file_sha256(model, sha, &size, w->err, sizeof w->err)) != 0 ||
-      (rc = an_transfer_upload(w->client, t->task_id, model, sha, size, 0, NULL, NULL, w->err,
-                               sizeof w->err)) != 0)
+  if ((rc = an_file_sha256(model, sha, &size, w->err, sizeof w->err)) != 0)
+    return rc;
+  while (transient(rc = an_transfer_upload(w->client, t->task_id, model, sha, size, 0, NULL,
+                                           NULL, w->err, sizeof w->err))) {
+    logf_("task %llu: upload interrupted: %s", (unsigned long long)t->task_id, w->err);
+    if (reconnect(w) != 0)
+      break;
+  }
+  if (rc)
     return rc;
   Archnet__Envelope req = ARCHNET__ENVELOPE__INIT, *reply;
   Archnet__SubmitModel sm = ARCHNET__SUBMIT_MODEL__INIT;
@@ -311,6 +359,7 @@ int an_worker_run(int argc, char **argv) {
   sigaction(SIGINT, &sa, NULL);
   sigaction(SIGTERM, &sa, NULL);
   snprintf(software, sizeof software, "archnet-worker/%s", AN_VERSION);
+  w.software = software;
   srand((unsigned)time(NULL) ^ (unsigned)getpid());
   logf_("node %llu, broker %s, trainer %s", (unsigned long long)w.cred.node_id, w.cred.broker,
         s.trainer);
