@@ -101,8 +101,50 @@ static const an_command_spec_t run_spec = {
 typedef struct broker_process {
   an_broker_t *broker;
   an_service_t *service;
-  uv_signal_t sigint, sigterm;
+  uv_signal_t sigint, sigterm, sighup;
+  int argc;    /* the command line, parsed again on SIGHUP */
+  char **argv;
 } broker_process_t;
+
+/* The tunables of `s` as service parameters (the store and blob store are
+ * the running service's). */
+static void service_params(const run_settings_t *s, an_service_params_t *sp) {
+  memset(sp, 0, sizeof *sp);
+  sp->fee_permille = (int)s->fee_permille;
+  sp->default_lease_seconds = (uint32_t)s->lease_seconds;
+  sp->max_wait_seconds = (uint32_t)s->max_wait;
+  sp->max_model_bytes = s->max_model;
+  sp->score_memory_bytes = s->score_memory;
+  sp->score_cpu_seconds = s->score_cpu;
+  sp->score_wall_seconds = s->score_wall;
+}
+
+/* SIGHUP: read the flags and --config file again and apply what can change
+ * while running (log level, fee, lease and wait times, model and sandbox
+ * limits). Addresses, the data directory and TLS need a restart. */
+static void on_reload_signal(uv_signal_t *sig, int signum) {
+  broker_process_t *p = sig->data;
+  run_settings_t ns = {0};
+  an_service_params_t sp;
+  char err[1024];
+  int first;
+  (void)signum;
+  if (an_config_parse(&run_spec, &ns, p->argc, p->argv, &first, stderr, err, sizeof err) != 0) {
+    AN_LOG(AN_LOG_ERROR, "broker", "SIGHUP: %s; keeping the running configuration", err);
+  } else {
+    an_log_level_t level;
+    an_log_parse_level(ns.log_level, &level);
+    an_log_set_level(level);
+    service_params(&ns, &sp);
+    an_service_reconfigure(p->service, &sp);
+    AN_LOG(AN_LOG_INFO, "broker",
+           "SIGHUP: configuration reloaded (fee %lld/1000, lease %lld s, max wait %lld s, log "
+           "level %s)",
+           (long long)ns.fee_permille, (long long)ns.lease_seconds, (long long)ns.max_wait,
+           ns.log_level);
+  }
+  an_config_free(&run_spec, &ns);
+}
 
 static void on_stop_signal(uv_signal_t *sig, int signum) {
   broker_process_t *p = sig->data;
@@ -111,6 +153,7 @@ static void on_stop_signal(uv_signal_t *sig, int signum) {
   an_service_stop(p->service);
   uv_close((uv_handle_t *)&p->sigint, NULL);
   uv_close((uv_handle_t *)&p->sigterm, NULL);
+  uv_close((uv_handle_t *)&p->sighup, NULL);
 }
 
 static int cmd_run(int argc, char **argv) {
@@ -184,11 +227,12 @@ static int cmd_run(int argc, char **argv) {
   an_broker_stats_t stats;
   an_http_t *http = NULL;
   an_broker_stats_init(&stats);
-  an_service_params_t sp = {
-      .store = store, .blobs = blobs, .exe = exe, .fee_permille = (int)s.fee_permille,
-      .default_lease_seconds = (uint32_t)s.lease_seconds, .max_wait_seconds = (uint32_t)s.max_wait,
-      .max_model_bytes = s.max_model, .score_memory_bytes = s.score_memory,
-      .score_cpu_seconds = s.score_cpu, .score_wall_seconds = s.score_wall, .stats = &stats};
+  an_service_params_t sp;
+  service_params(&s, &sp);
+  sp.store = store;
+  sp.blobs = blobs;
+  sp.exe = exe;
+  sp.stats = &stats;
   if ((rc = an_service_new(&loop, &sp, &proc.service, err, sizeof err)) != 0) {
     fprintf(stderr, "archnet-broker: %s\n", err);
     goto done_loop;
@@ -203,9 +247,13 @@ static int cmd_run(int argc, char **argv) {
   }
   uv_signal_init(&loop, &proc.sigint);
   uv_signal_init(&loop, &proc.sigterm);
-  proc.sigint.data = proc.sigterm.data = &proc;
+  uv_signal_init(&loop, &proc.sighup);
+  proc.sigint.data = proc.sigterm.data = proc.sighup.data = &proc;
+  proc.argc = argc;
+  proc.argv = argv;
   uv_signal_start(&proc.sigint, on_stop_signal, SIGINT);
   uv_signal_start(&proc.sigterm, on_stop_signal, SIGTERM);
+  uv_signal_start(&proc.sighup, on_reload_signal, SIGHUP);
 
   if (s.http_listen && s.http_listen[0]) {
     snprintf(path, sizeof path, "%s/state.db", s.data_dir);
@@ -216,6 +264,7 @@ static int cmd_run(int argc, char **argv) {
       an_service_stop(proc.service);
       uv_close((uv_handle_t *)&proc.sigint, NULL);
       uv_close((uv_handle_t *)&proc.sigterm, NULL);
+      uv_close((uv_handle_t *)&proc.sighup, NULL);
     } else {
       AN_LOG(AN_LOG_INFO, "broker", "admin endpoint on http://%s/", an_http_address(http));
       if (s.http_ready_file) {

@@ -954,6 +954,23 @@ int an_service_new(uv_loop_t *loop, const an_service_params_t *p, an_service_t *
   return 0;
 }
 
+void an_service_reconfigure(an_service_t *svc, const an_service_params_t *p) {
+  an_service_params_t keep = svc->p;
+  svc->p = *p;
+  svc->p.store = keep.store;
+  svc->p.blobs = keep.blobs;
+  svc->p.exe = keep.exe;
+  svc->p.stats = keep.stats;
+  if (!svc->p.max_chunk_bytes)
+    svc->p.max_chunk_bytes = keep.max_chunk_bytes;
+  if (!svc->p.default_lease_seconds)
+    svc->p.default_lease_seconds = keep.default_lease_seconds;
+  if (!svc->p.max_wait_seconds)
+    svc->p.max_wait_seconds = keep.max_wait_seconds;
+  if (!svc->p.max_model_bytes)
+    svc->p.max_model_bytes = keep.max_model_bytes;
+}
+
 void an_service_stop(an_service_t *svc) {
   an_list_t *it, *next;
   if (svc->stopping)

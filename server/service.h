@@ -46,6 +46,11 @@ typedef struct an_service_params {
 int an_service_new(uv_loop_t *loop, const an_service_params_t *p, an_service_t **out, char *err,
                    size_t errlen);
 
+/* Applies new tunables from `p` (fee, lease and wait times, limits of
+ * models and of the scoring sandbox) to requests from now on; the store,
+ * blob store, executable and stats stay. For SIGHUP. */
+void an_service_reconfigure(an_service_t *svc, const an_service_params_t *p);
+
 /* Stops the timers and forgets waiters; the loop then closes the handles.
  * In-flight validations finish or are re-run at the next start. */
 void an_service_stop(an_service_t *svc);

@@ -449,6 +449,54 @@ START_TEST(test_kill9_mid_upload) {
 }
 END_TEST
 
+/* Waits until the broker's log has `text`. */
+static int log_has(const char *log, const char *text, int seconds) {
+  for (int i = 0; i < seconds * 10; i++) {
+    FILE *f = fopen(log, "r");
+    char line[1024];
+    int found = 0;
+    while (f && !found && fgets(line, sizeof line, f))
+      found = strstr(line, text) != NULL;
+    if (f)
+      fclose(f);
+    if (found)
+      return 1;
+    usleep(100 * 1000);
+  }
+  return 0;
+}
+
+/* SIGHUP re-reads the config file: new tunables apply, a broken file is
+ * refused and the running configuration kept. */
+START_TEST(test_sighup_reloads_config) {
+  broker_t b;
+  char conf[700];
+  broker_init(&b);
+  snprintf(conf, sizeof conf, "%s/broker.conf", b.dir);
+  FILE *f = fopen(conf, "w");
+  fprintf(f, "[broker]\nfee-permille = 10\nlease-seconds = 60\n");
+  fclose(f);
+  char *run[] = {(char *)bin("ARCHNET_BROKER"), "run", "--config", conf, "--data-dir", b.data,
+                 "--listen", "127.0.0.1:0", "--ready-file", b.ready, "--http-listen", "",
+                 NULL};
+  b.pid = an_test_spawn(run, b.log);
+  ck_assert(an_test_read_line_when_ready(b.ready, b.address, sizeof b.address, 10000) == 0);
+  f = fopen(conf, "w");
+  fprintf(f, "[broker]\nfee-permille = 200\nlease-seconds = 90\nlog-level = debug\n");
+  fclose(f);
+  kill(b.pid, SIGHUP);
+  ck_assert_msg(log_has(b.log, "configuration reloaded (fee 200/1000, lease 90 s", 10),
+                "no reload in %s", b.log);
+  f = fopen(conf, "w");
+  fprintf(f, "[broker]\nfee-permille = lots\n");
+  fclose(f);
+  kill(b.pid, SIGHUP);
+  ck_assert_msg(log_has(b.log, "keeping the running configuration", 10), "see %s", b.log);
+  broker_stop(&b, SIGTERM);
+  broker_free(&b);
+}
+END_TEST
+
 static Suite *broker_tasks_suite(void) {
   Suite *s = suite_create("broker-tasks");
   TCase *tc = tcase_create("tasks");
@@ -457,6 +505,7 @@ static Suite *broker_tasks_suite(void) {
   tcase_add_test(tc, test_lease_expires_to_another_worker);
   tcase_add_test(tc, test_cancel_and_rejection);
   tcase_add_test(tc, test_kill9_mid_upload);
+  tcase_add_test(tc, test_sighup_reloads_config);
   tcase_set_timeout(tc, 600);
   suite_add_tcase(s, tc);
   return s;
