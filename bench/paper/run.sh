@@ -92,11 +92,9 @@ run_dataset() {
   rm -rf "$step_dir/enc"
   timed rc4 "$trainer" --data "$step_dir/rc4" --epochs "$cnn_epochs" --curve "$step_dir/rc4.csv"
   rm -rf "$step_dir/rc4"
-  for c in ao ae rc4; do cp "$step_dir/$c.csv" "$out/$name-$c.csv"; done
-  echo "$name $label $key_epochs $cnn_epochs" >>"$work/done.list"
+  echo "$label $key_epochs $cnn_epochs" >"$step_dir/info"
 }
 
-: >"$work/done.list"
 if [ -z "$only" ] || [ "$only" = mnist ]; then
   run_dataset mnist MNIST ../shared/datasets/mnist archnet-mnist 1 3
 fi
@@ -113,10 +111,19 @@ if [ -z "$only" ] || [ "$only" = cifar10 ]; then
   fi
 fi
 
-# The table (markdown) from the step directories, then the figure.
-"$py" - "$work" "$out/table.md" "$quick" "$cifar_note" <<'PY'
+# The table (markdown) and the figure, from every dataset finished in $work
+# (by this run or an earlier one).
+finished=()
+for name in mnist fmnist cifar10; do
+  [ -f "$work/$name/info" ] || continue
+  finished+=("$name")
+  for c in ao ae rc4; do cp "$work/$name/$c.csv" "$out/$name-$c.csv"; done
+done
+[ ${#finished[@]} -gt 0 ] || { echo "bench/paper/run.sh: no dataset finished" >&2; exit 1; }
+"$py" - "$work" "$out/table.md" "$quick" "$cifar_note" "${finished[@]}" <<'PY'
 import csv, json, os, sys
 work, table, quick, note = sys.argv[1], sys.argv[2], sys.argv[3] == "1", sys.argv[4]
+finished = sys.argv[5:]
 def last_acc(d, c):
     rows = list(csv.DictReader(open(os.path.join(d, c + ".csv"))))
     return float(rows[-1]["test_accuracy"])
@@ -126,9 +133,9 @@ def secs(d, step):
 lines = ["| dataset | ArchNet epochs | CNN epochs | key PSNR (dB) | AO (%) | AE (%) | EC | RC4 (%) |",
          "|---|---|---|---|---|---|---|---|"]
 times = ["| dataset | key | encode | RC4 encrypt | AO | AE | RC4 |", "|---|---|---|---|---|---|---|"]
-for line in open(os.path.join(work, "done.list")):
-    name, label, ke, ce = line.split()
+for name in finished:
     d = os.path.join(work, name)
+    label, ke, ce = open(os.path.join(d, "info")).read().split()
     psnr = json.load(open(os.path.join(d, "key", "manifest.json")))["reconstruction"]["psnr_db"]
     ao, ae, rc4 = (last_acc(d, c) for c in ("ao", "ae", "rc4"))
     ec = (ao - ae) / ao * 100
@@ -146,8 +153,9 @@ print(text)
 PY
 
 curves=()
-while read -r name label _; do
+for name in "${finished[@]}"; do
+  read -r label _ <"$work/$name/info"
   curves+=("$label" "$out/$name-ao.csv" "$out/$name-ae.csv" "$out/$name-rc4.csv")
-done <"$work/done.list"
+done
 build-rel/bench/paper_plot --out "$out/figure7.png" "${curves[@]}"
 echo "figure: $out/figure7.png"
