@@ -582,8 +582,10 @@ static int an_on_put_chunk(an_service_t *svc, an_session_t *s, const Archnet__En
     return an_send_offset(s, req->request_id, next, 0);
   if (rc)
     return an_session_error(s, req->request_id, an_error_code(rc), "%s", err);
-  if (complete)
+  if (complete) {
     AN_STAT(svc, uploads_completed, 1);
+    an_session_upload_done(s, pc->sha256);
+  }
   if (complete && an_session_role(s) == AN_ROLE_PUBLISHER)
     an_maybe_ready(svc, (int64_t)task);
   return an_send_offset(s, req->request_id, next, complete);

@@ -60,11 +60,24 @@ int an_session_allow_upload(an_session_t *s, const char *digest, uint64_t task_i
       s->uploads[i].task = task_id;
       return 0;
     }
-  if (s->n_uploads == (int)(sizeof s->uploads / sizeof s->uploads[0]))
-    return AN_ETOOBIG;
+  if (s->n_uploads == (int)(sizeof s->uploads / sizeof s->uploads[0])) {
+    /* Full: the oldest grant goes (its upload can begin again). */
+    memmove(&s->uploads[0], &s->uploads[1], (size_t)(s->n_uploads - 1) * sizeof s->uploads[0]);
+    s->n_uploads--;
+  }
   snprintf(s->uploads[s->n_uploads].digest, sizeof s->uploads[0].digest, "%s", digest);
   s->uploads[s->n_uploads++].task = task_id;
   return 0;
+}
+
+void an_session_upload_done(an_session_t *s, const char *digest) {
+  for (int i = 0; i < s->n_uploads; i++)
+    if (strcmp(s->uploads[i].digest, digest) == 0) {
+      memmove(&s->uploads[i], &s->uploads[i + 1],
+              (size_t)(s->n_uploads - i - 1) * sizeof s->uploads[0]);
+      s->n_uploads--;
+      return;
+    }
 }
 
 uint64_t an_session_upload_task(const an_session_t *s, const char *digest) {
