@@ -32,8 +32,8 @@
 #include "worker/trainer.h"
 
 typedef struct run_settings {
-  char *credentials, *cache, *trainer, *trainer_cmd, *preset;
-  int64_t epochs, batch, seed, wait, max_tasks, verdict_wait;
+  char *credentials, *cache, *trainer, *trainer_cmd, *preset, *optimizer;
+  int64_t epochs, batch, seed, wait, max_tasks, verdict_wait, augment_shift;
   double lr;
   bool exit_when_idle;
 } run_settings_t;
@@ -54,7 +54,11 @@ static const an_option_t run_options[] = {
      "built-in trainer's model: cnn-small or resnet18"},
     {"epochs", AN_OPT_INT, OPT(epochs), "3", 1, 10000, "N", "built-in trainer: epochs"},
     {"batch", AN_OPT_INT, OPT(batch), "64", 1, 65536, "N", "built-in trainer: batch size"},
-    {"lr", AN_OPT_DOUBLE, OPT(lr), "1e-3", 1e-9, 10, "X", "built-in trainer: Adam's rate"},
+    {"lr", AN_OPT_DOUBLE, OPT(lr), "1e-3", 1e-9, 10, "X", "built-in trainer: learning rate"},
+    {"optimizer", AN_OPT_STR, OPT(optimizer), "adam", 0, 0, "adam|sgd",
+     "built-in trainer: Adam, or SGD with momentum 0.9"},
+    {"augment-shift", AN_OPT_INT, OPT(augment_shift), "0", 0, 16, "N",
+     "built-in trainer: shift each sample by up to N pixels at random (0 = off)"},
     {"seed", AN_OPT_INT, OPT(seed), "1", 0, INT64_MAX, "N", "built-in trainer: seed"},
     {"wait", AN_OPT_INT, OPT(wait), "30", 1, 3600, "S",
      "each lease request waits this long for work"},
@@ -273,6 +277,7 @@ static int work_on(worker_t *w, const Archnet__TaskInfo *t) {
       .classes = t->classes, .out_path = model, .preset = w->s->preset,
       .epochs = (int)w->s->epochs, .batch = (int)w->s->batch, .lr = w->s->lr,
       .seed = (uint64_t)w->s->seed, .bf16 = an_engine_has_fast_bf16(),
+      .sgd = strcmp(w->s->optimizer, "sgd") == 0, .shift = (int)w->s->augment_shift,
       .command = w->s->trainer_cmd, .progress = on_progress, .arg = w};
   write_status(w, "training");
   rc = strcmp(w->s->trainer, "command") == 0 ? an_trainer_exec(&job, w->err, sizeof w->err)
@@ -339,6 +344,10 @@ int an_worker_run(int argc, char **argv) {
   status = AN_EXIT_USAGE;
   if (argc != first) {
     fprintf(stderr, "archnet-worker run: unexpected argument '%s'\n", argv[first]);
+    goto done;
+  }
+  if (strcmp(s.optimizer, "adam") != 0 && strcmp(s.optimizer, "sgd") != 0) {
+    fprintf(stderr, "archnet-worker run: --optimizer is adam or sgd\n");
     goto done;
   }
   if (strcmp(s.trainer, "builtin") != 0 &&

@@ -31,11 +31,30 @@ static int load_labels(const an_npy_t *y, size_t n, int64_t classes, uint8_t *ou
   return 0;
 }
 
+/* Augmentation: moves every channel of one sample by the same random
+ * (dy, dx) in [-max, max], filling with zeros; `tmp` holds one channel. */
+static void shift_sample(float *x, int64_t c, int64_t h, int64_t w, int max, an_rng_t *rng,
+                         float *tmp) {
+  int64_t dy = (int64_t)an_rng_below(rng, (uint64_t)(2 * max + 1)) - max;
+  int64_t dx = (int64_t)an_rng_below(rng, (uint64_t)(2 * max + 1)) - max;
+  if (!dy && !dx)
+    return;
+  for (int64_t ch = 0; ch < c; ch++) {
+    float *p = x + ch * h * w;
+    for (int64_t y = 0; y < h; y++)
+      for (int64_t xx = 0; xx < w; xx++) {
+        int64_t sy = y - dy, sx = xx - dx;
+        tmp[y * w + xx] = sy >= 0 && sy < h && sx >= 0 && sx < w ? p[sy * w + sx] : 0.0f;
+      }
+    memcpy(p, tmp, (size_t)(h * w) * sizeof *p);
+  }
+}
+
 int an_trainer_builtin(const an_train_job_t *job, char *err, size_t errlen) {
   an_npy_t x = {0}, y = {0};
   an_model_t *m = NULL;
   an_optim_t *opt = NULL;
-  float *batch_x = NULL;
+  float *batch_x = NULL, *shifted = NULL;
   uint8_t *labels = NULL, *batch_y = NULL;
   uint32_t *order = NULL;
   char why[512];
@@ -67,7 +86,8 @@ int an_trainer_builtin(const an_train_job_t *job, char *err, size_t errlen) {
   rc = UV_ENOMEM;
   if (!(labels = malloc(n)) || !(order = malloc(n * sizeof *order)) ||
       !(batch_x = malloc((size_t)batch * item * sizeof *batch_x)) ||
-      !(batch_y = malloc((size_t)batch))) {
+      !(batch_y = malloc((size_t)batch)) ||
+      !(shifted = malloc((size_t)(job->h * job->w) * sizeof *shifted))) {
     snprintf(err, errlen, "out of memory");
     goto done;
   }
@@ -90,7 +110,9 @@ int an_trainer_builtin(const an_train_job_t *job, char *err, size_t errlen) {
     snprintf(err, errlen, "%s", why);
     goto done;
   }
-  an_optim_params_t op = {.kind = AN_OPTIM_ADAM, .lr = (float)(job->lr > 0 ? job->lr : 1e-3)};
+  an_optim_params_t op = {.kind = job->sgd ? AN_OPTIM_SGD : AN_OPTIM_ADAM,
+                          .lr = (float)(job->lr > 0 ? job->lr : 1e-3),
+                          .momentum = job->sgd ? 0.9f : 0.0f};
   if ((rc = an_optim_new(&op, an_model_param_count(m), &opt)) != 0) {
     snprintf(err, errlen, "out of memory for the optimizer");
     goto done;
@@ -108,6 +130,9 @@ int an_trainer_builtin(const an_train_job_t *job, char *err, size_t errlen) {
       for (int k = 0; k < batch; k++) {
         size_t row = order[st * (size_t)batch + (size_t)k];
         an_npy_to_f32(&x, row * item, item, batch_x + (size_t)k * item);
+        if (job->shift > 0)
+          shift_sample(batch_x + (size_t)k * item, job->c, job->h, job->w, job->shift, &rng,
+                       shifted);
         batch_y[k] = labels[row];
       }
       if (an_model_forward(m, batch_x, 1, &logits) != 0) {
@@ -138,6 +163,7 @@ done:
   an_model_free(m);
   an_optim_free(opt);
   free(batch_x);
+  free(shifted);
   free(batch_y);
   free(labels);
   free(order);

@@ -21,6 +21,9 @@ typedef struct an_train_job {
   const char *preset;          /* "cnn-small" (default) or "resnet18" */
   int epochs, batch;
   double lr;
+  int sgd;                     /* SGD with momentum 0.9 instead of Adam */
+  int shift;                   /* augmentation: random translation by up to this many
+                                  pixels (zero fill) of each training sample; 0 = none */
   uint64_t seed;
   int bf16;
   /* External trainer: a shell command run with X, Y and OUT as $1..$3 and

@@ -126,11 +126,15 @@ START_TEST(test_killed_worker_loses_the_task) {
   sleep(1);
   kill(a, SIGKILL);
   an_test_wait(a, 10000);
-  char *opts[] = {"--max-tasks", "1", "--epochs", "1", NULL};
+  /* Walt trains his own way: SGD and shifted samples. */
+  char *opts[] = {"--max-tasks", "1", "--epochs", "1", "--optimizer", "sgd", "--augment-shift",
+                  "2", NULL};
   pid_t b = start_worker(&s, s.w2, "b", opts);
   ck_assert_int_eq(an_test_wait(b, 300000), 0);
   ck_assert_str_eq(task_state(&s), "accepted");
   ck_assert_int_eq(an_test_broker_balance(&s.b, "walt"), 900);
+  char *bad[] = {(char *)an_test_bin("ARCHNET_WORKER"), "run", "--optimizer", "lbfgs", NULL};
+  an_test_expect_run(bad, 2, NULL, "--optimizer is adam or sgd");
   ck_assert_int_eq(an_test_broker_balance(&s.b, "wanda"), 0);
   scene_free(&s);
 }
