@@ -21,7 +21,7 @@
 #define SERIES 3
 
 enum {
-  PANEL_W = 460, PANEL_H = 340,     /* one dataset */
+  PANEL_W = 480, PANEL_H = 340,     /* one dataset */
   MARGIN_L = 70, MARGIN_R = 20,     /* plot area inside the panel */
   MARGIN_T = 44, MARGIN_B = 56,
   TEXT_SCALE = 2,                   /* font pixels per glyph pixel */
@@ -179,7 +179,7 @@ static void draw_panel(canvas_t *cv, int left, const char *title, const curve_t 
 
   char heading[160];
   snprintf(heading, sizeof heading, "%s: test accuracy (%%)", title);
-  text(cv, x0 + (w - text_width(heading)) / 2, 12, heading, black);
+  text(cv, left + (PANEL_W - text_width(heading)) / 2, 12, heading, black);
   for (int pct = 0; pct <= 100; pct += 20) {
     int y = y0 + h - (int)lround(h * pct / 100.0);
     line(cv, x0, y, x0 + w, y, 1, grid_grey);
