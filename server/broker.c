@@ -67,6 +67,7 @@ static void an_broker_on_connection(uv_stream_t *server, int status) {
       .broker = b,
       .service = b->params.service,
       .stats = b->params.stats,
+      .commit = b->params.commit,
   };
   an_session_t *s;
   int rc;

@@ -23,6 +23,7 @@ typedef struct an_broker_params {
   const char *ready_file;        /* if set, "HOST:PORT\n" is written here once listening */
   struct an_service *service;    /* requests after Hello; borrowed, outlives the broker */
   an_broker_stats_t *stats;      /* live counters for /metrics; may be NULL */
+  struct an_group_commit *commit; /* the store's group commit (group_commit.h); may be NULL */
 } an_broker_params_t;
 
 /* Creates the broker on `loop` and starts listening. On failure returns an

@@ -17,6 +17,7 @@
 #include "server/broker.h"
 #include "server/admin.h"
 #include "server/blobstore.h"
+#include "server/group_commit.h"
 #include "server/http.h"
 #include "server/identity.h"
 #include "server/service.h"
@@ -226,7 +227,13 @@ static int cmd_run(int argc, char **argv) {
   }
   an_broker_stats_t stats;
   an_http_t *http = NULL;
+  an_group_commit_t *commit = NULL;
   an_broker_stats_init(&stats);
+  /* One fsync per turn of the loop for all requests of that turn. */
+  if ((rc = an_group_commit_start(&loop, store, &commit)) != 0) {
+    fprintf(stderr, "archnet-broker: cannot start the group commit: %s\n", an_strerror(rc));
+    goto done_loop;
+  }
   an_service_params_t sp;
   service_params(&s, &sp);
   sp.store = store;
@@ -239,6 +246,7 @@ static int cmd_run(int argc, char **argv) {
   }
   params.service = proc.service;
   params.stats = &stats;
+  params.commit = commit;
   if ((rc = an_broker_start(&loop, &params, &proc.broker, err, sizeof err)) != 0) {
     fprintf(stderr, "archnet-broker: %s\n", err);
     an_service_stop(proc.service);
@@ -282,6 +290,11 @@ static int cmd_run(int argc, char **argv) {
   AN_LOG(AN_LOG_INFO, "broker", "stopped");
   status = rc == 0 ? AN_EXIT_OK : AN_EXIT_FAIL;
 done_loop:
+  /* What the last turns changed (a verdict recorded during shutdown). */
+  if (an_group_commit_close(commit) != 0) {
+    AN_LOG(AN_LOG_ERROR, "broker", "the last commit failed: %s", an_store_errmsg(store));
+    status = AN_EXIT_FAIL;
+  }
   if (uv_loop_close(&loop) != 0)
     AN_LOG(AN_LOG_WARN, "broker", "event loop closed with handles still open");
   an_service_free(proc.service);

@@ -11,6 +11,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "common/net/wire.h"
+#include "server/group_commit.h"
 
 /* Oldest protocol version this broker still speaks. */
 #define AN_PROTOCOL_MIN_VERSION 1
@@ -38,10 +39,17 @@ uint64_t an_session_node(const an_session_t *s) { return s->node; }
 an_role_t an_session_role(const an_session_t *s) { return s->node ? s->node_role : 0; }
 const char *an_session_name(const an_session_t *s) { return s->name; }
 
+/* The connection, for writing a reply: held first if the store has changes
+ * not yet committed, since the reply may tell of them (group_commit.h). */
+static an_conn_t *an_session_out(an_session_t *s) {
+  an_group_commit_hold(s->env.commit, s->conn);
+  return s->conn;
+}
+
 int an_session_send(an_session_t *s, const Archnet__Envelope *env) {
   if (s->env.stats)
     atomic_fetch_add(&s->env.stats->bytes_sent, archnet__envelope__get_packed_size(env) + 4);
-  return an_wire_send(s->conn, env);
+  return an_wire_send(an_session_out(s), env);
 }
 
 int an_session_error(an_session_t *s, uint64_t request_id, Archnet__Error__Code code,
@@ -51,7 +59,7 @@ int an_session_error(an_session_t *s, uint64_t request_id, Archnet__Error__Code 
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
-  return an_wire_send_error(s->conn, request_id, code, "%s", msg);
+  return an_wire_send_error(an_session_out(s), request_id, code, "%s", msg);
 }
 
 int an_session_allow_upload(an_session_t *s, const char *digest, uint64_t task_id) {
@@ -116,14 +124,14 @@ static int an_session_on_hello(an_session_t *s, const Archnet__Envelope *req) {
   char node[64], software[64];
 
   if (s->hello_done)
-    return an_wire_send_error(s->conn, req->request_id,
+    return an_wire_send_error(an_session_out(s), req->request_id,
                               ARCHNET__ERROR__CODE__UNSUPPORTED_REQUEST,
                               "Hello was already received on this connection");
   if (hello->protocol_version < AN_PROTOCOL_MIN_VERSION) {
     AN_LOG(AN_LOG_WARN, s->name, "%s speaks protocol %u; this broker needs %d..%d",
            an_conn_peer(s->conn), hello->protocol_version, AN_PROTOCOL_MIN_VERSION,
            AN_PROTOCOL_VERSION);
-    an_wire_send_error(s->conn, req->request_id, ARCHNET__ERROR__CODE__UNSUPPORTED_VERSION,
+    an_wire_send_error(an_session_out(s), req->request_id, ARCHNET__ERROR__CODE__UNSUPPORTED_VERSION,
                        "this broker speaks protocol versions %d to %d, the client sent %u",
                        AN_PROTOCOL_MIN_VERSION, AN_PROTOCOL_VERSION, hello->protocol_version);
     an_conn_close(s->conn, AN_EVERSION);
@@ -140,7 +148,7 @@ static int an_session_on_hello(an_session_t *s, const Archnet__Envelope *req) {
                                                       &role)
                             : AN_EAUTH;
     if (rc == UV_EAGAIN) {
-      an_wire_send_error(s->conn, req->request_id, ARCHNET__ERROR__CODE__RATE_LIMITED,
+      an_wire_send_error(an_session_out(s), req->request_id, ARCHNET__ERROR__CODE__RATE_LIMITED,
                          "too many failed authentications from this address; wait a minute");
       an_conn_close(s->conn, AN_EAUTH);
       return 0;
@@ -149,7 +157,7 @@ static int an_session_on_hello(an_session_t *s, const Archnet__Envelope *req) {
       /* Slow down guessing: the failure is logged and the connection closed. */
       AN_LOG(AN_LOG_WARN, s->name, "authentication failed for node %llu from %s",
              (unsigned long long)hello->node_id, an_conn_peer(s->conn));
-      an_wire_send_error(s->conn, req->request_id, ARCHNET__ERROR__CODE__UNAUTHENTICATED,
+      an_wire_send_error(an_session_out(s), req->request_id, ARCHNET__ERROR__CODE__UNAUTHENTICATED,
                          "unknown node, wrong secret, wrong role or revoked");
       an_conn_close(s->conn, AN_EAUTH);
       return 0;
@@ -171,7 +179,7 @@ static int an_session_on_hello(an_session_t *s, const Archnet__Envelope *req) {
   env.request_id = req->request_id;
   env.body_case = ARCHNET__ENVELOPE__BODY_HELLO_OK;
   env.hello_ok = &ok;
-  return an_wire_send(s->conn, &env);
+  return an_wire_send(an_session_out(s), &env);
 }
 
 static int an_session_on_ping(an_session_t *s, const Archnet__Envelope *req) {
@@ -181,7 +189,7 @@ static int an_session_on_ping(an_session_t *s, const Archnet__Envelope *req) {
   env.request_id = req->request_id;
   env.body_case = ARCHNET__ENVELOPE__BODY_PONG;
   env.pong = &pong;
-  return an_wire_send(s->conn, &env);
+  return an_wire_send(an_session_out(s), &env);
 }
 
 static int an_session_on_frame(an_conn_t *conn, const uint8_t *payload, size_t len) {
@@ -196,7 +204,7 @@ static int an_session_on_frame(an_conn_t *conn, const uint8_t *payload, size_t l
   if (!req) {
     AN_LOG(AN_LOG_WARN, s->name, "malformed frame of %zu bytes from %s; closing", len,
            an_conn_peer(conn));
-    an_wire_send_error(conn, 0, ARCHNET__ERROR__CODE__MALFORMED,
+    an_wire_send_error(an_session_out(s), 0, ARCHNET__ERROR__CODE__MALFORMED,
                        "the frame is not a valid Envelope; closing the connection");
     return AN_EPROTO;
   }
@@ -206,7 +214,7 @@ static int an_session_on_frame(an_conn_t *conn, const uint8_t *payload, size_t l
   if (req->body_case == ARCHNET__ENVELOPE__BODY_HELLO) {
     rc = an_session_on_hello(s, req);
   } else if (!s->hello_done) {
-    an_wire_send_error(conn, req->request_id, ARCHNET__ERROR__CODE__HELLO_REQUIRED,
+    an_wire_send_error(an_session_out(s), req->request_id, ARCHNET__ERROR__CODE__HELLO_REQUIRED,
                        "the first message on a connection must be Hello");
     rc = AN_EPROTO;
   } else if (req->body_case == ARCHNET__ENVELOPE__BODY_PING) {
@@ -215,7 +223,7 @@ static int an_session_on_frame(an_conn_t *conn, const uint8_t *payload, size_t l
     rc = an_service_handle(s->env.service, s, req);
   } else {
     /* Not fatal: a newer client may try something and fall back. */
-    rc = an_wire_send_error(conn, req->request_id, ARCHNET__ERROR__CODE__UNSUPPORTED_REQUEST,
+    rc = an_wire_send_error(an_session_out(s), req->request_id, ARCHNET__ERROR__CODE__UNSUPPORTED_REQUEST,
                             "this broker does not handle '%s' requests",
                             an_wire_body_name(req));
   }
@@ -228,7 +236,7 @@ static void an_session_on_bad_input(an_conn_t *conn, int status) {
   an_session_t *s = an_conn_data(conn);
   AN_LOG(AN_LOG_WARN, s->name, "%s from %s; closing", an_strerror(status), an_conn_peer(conn));
   if (status == AN_ETOOBIG)
-    an_wire_send_error(conn, 0, ARCHNET__ERROR__CODE__FRAME_TOO_BIG,
+    an_wire_send_error(an_session_out(s), 0, ARCHNET__ERROR__CODE__FRAME_TOO_BIG,
                        "a frame exceeds this broker's limit of %u bytes", s->env.max_frame);
 }
 

@@ -15,6 +15,7 @@ typedef struct an_session_env {
   uint32_t max_frame;
   an_service_t *service; /* handles requests after Hello; borrowed */
   an_broker_stats_t *stats; /* bytes in and out for /metrics; may be NULL */
+  struct an_group_commit *commit; /* holds replies until committed; NULL = store not grouped */
   /* Called once when the session is gone, so the broker can forget it. */
   void (*on_gone)(an_session_t *s, void *broker);
   void *broker;

@@ -152,6 +152,9 @@ enum an_stmt {
   ST_BEGIN_READ,
   ST_COMMIT,
   ST_ROLLBACK,
+  ST_SAVEPOINT,
+  ST_RELEASE,
+  ST_ROLLBACK_TO,
   ST_TOKEN_INSERT,
   ST_TOKEN_GET,
   ST_TOKEN_USE,
@@ -200,6 +203,9 @@ static const char *const an_stmt_sql[ST_COUNT] = {
     [ST_BEGIN_READ] = "BEGIN",
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
+    [ST_SAVEPOINT] = "SAVEPOINT op",
+    [ST_RELEASE] = "RELEASE op",
+    [ST_ROLLBACK_TO] = "ROLLBACK TO op",
     [ST_TOKEN_INSERT] = "INSERT INTO tokens (hash, role, created, expires) VALUES (?1, ?2, ?3, ?4)",
     [ST_TOKEN_GET] = "SELECT role, expires, used_at IS NOT NULL FROM tokens WHERE hash = ?1",
     [ST_TOKEN_USE] = "UPDATE tokens SET used_at = ?2, node = ?3 WHERE hash = ?1 AND used_at IS NULL",
@@ -323,6 +329,10 @@ static const char *const an_stmt_sql[ST_COUNT] = {
 struct an_store {
   sqlite3 *db;
   sqlite3_stmt *stmts[ST_COUNT];
+  int grouping;    /* an_store_group_begin was called: changes join one transaction */
+  int group_open;  /* that transaction has begun and holds changes not yet committed */
+  int group_lost;  /* SQLite rolled the group back on an error (I/O, disk full) */
+  int in_savepoint;/* the running call's own work is a savepoint inside it */
   char errmsg[256];
 };
 
@@ -408,17 +418,59 @@ static int an_store_simple(an_store_t *s, enum an_stmt id) {
   return st ? an_store_exec(s, st) : AN_EDB;
 }
 
-static int an_store_begin(an_store_t *s) { return an_store_simple(s, ST_BEGIN); }
+/* A call's own transaction. Alone, BEGIN IMMEDIATE ... COMMIT. While
+ * grouping, a savepoint inside the group's transaction (begun here on the
+ * first change after a commit): the call's work is all or nothing as
+ * before, and becomes durable at the next an_store_group_commit. `read`
+ * asks for a plain deferred BEGIN when not grouping (a snapshot only). */
+static int an_store_begin_kind(an_store_t *s, bool read) {
+  int rc;
+  if (!s->grouping)
+    return an_store_simple(s, read ? ST_BEGIN_READ : ST_BEGIN);
+  if (s->group_open && sqlite3_get_autocommit(s->db)) {
+    /* An earlier call's error made SQLite undo the whole group: the commit
+     * must report it, so that nothing of it is acknowledged. */
+    s->group_lost = 1;
+    s->group_open = 0;
+  }
+  if (read && !s->group_open)
+    return an_store_simple(s, ST_BEGIN_READ);
+  if (!s->group_open) {
+    if ((rc = an_store_simple(s, ST_BEGIN)) != 0)
+      return rc;
+    s->group_open = 1;
+  }
+  if ((rc = an_store_simple(s, ST_SAVEPOINT)) != 0)
+    return rc;
+  s->in_savepoint = 1;
+  return 0;
+}
 
-static int an_store_commit(an_store_t *s) { return an_store_simple(s, ST_COMMIT); }
+static int an_store_begin(an_store_t *s) { return an_store_begin_kind(s, false); }
 
-/* Undoes the open transaction, if any, keeping the first error's message. */
+static int an_store_commit(an_store_t *s) {
+  if (!s->in_savepoint)
+    return an_store_simple(s, ST_COMMIT);
+  int rc = an_store_simple(s, ST_RELEASE);
+  if (rc == 0)
+    s->in_savepoint = 0;
+  return rc;
+}
+
+/* Undoes the call's open transaction or savepoint, if any, keeping the
+ * first error's message. */
 static void an_store_rollback(an_store_t *s) {
   char kept[sizeof s->errmsg];
   if (sqlite3_get_autocommit(s->db))
     return;
   memcpy(kept, s->errmsg, sizeof kept);
-  (void)an_store_simple(s, ST_ROLLBACK);
+  if (s->in_savepoint) {
+    (void)an_store_simple(s, ST_ROLLBACK_TO);
+    (void)an_store_simple(s, ST_RELEASE);
+    s->in_savepoint = 0;
+  } else if (!s->group_open) {
+    (void)an_store_simple(s, ST_ROLLBACK);
+  }
   memcpy(s->errmsg, kept, sizeof kept);
 }
 
@@ -592,6 +644,8 @@ fail:
 void an_store_close(an_store_t *s) {
   if (!s)
     return;
+  /* A group not committed is rolled back by SQLite on close: nothing of it
+   * was acknowledged. */
   for (int i = 0; i < ST_COUNT; i++)
     sqlite3_finalize(s->stmts[i]);
   sqlite3_close(s->db);
@@ -599,6 +653,44 @@ void an_store_close(an_store_t *s) {
 }
 
 const char *an_store_errmsg(an_store_t *s) { return s ? s->errmsg : "no store"; }
+
+/* ---- group commit ---- */
+
+void an_store_group_begin(an_store_t *s) { s->grouping = 1; }
+
+int an_store_group_pending(const an_store_t *s) { return s->group_open || s->group_lost; }
+
+int an_store_group_commit(an_store_t *s) {
+  int rc;
+  if (!s->group_open && !s->group_lost)
+    return 0;
+  if (s->group_open && sqlite3_get_autocommit(s->db))
+    s->group_lost = 1;
+  if (s->group_lost)
+    rc = AN_EDB;
+  else
+    rc = an_store_simple(s, ST_COMMIT);
+  if (s->group_lost && !strstr(s->errmsg, "rolled back"))
+    snprintf(s->errmsg, sizeof s->errmsg, "a change failed and SQLite rolled back the group");
+  s->group_open = 0;
+  s->group_lost = 0;
+  if (rc != 0) {
+    /* SQLite may have rolled back already (an I/O error); if not, do it,
+     * so the next change starts a clean transaction. */
+    char kept[sizeof s->errmsg];
+    memcpy(kept, s->errmsg, sizeof kept);
+    if (!sqlite3_get_autocommit(s->db))
+      (void)an_store_simple(s, ST_ROLLBACK);
+    memcpy(s->errmsg, kept, sizeof kept);
+  }
+  return rc;
+}
+
+int an_store_group_end(an_store_t *s) {
+  int rc = an_store_group_commit(s);
+  s->grouping = 0;
+  return rc;
+}
 
 /* ---- nodes and credentials ---- */
 
@@ -954,7 +1046,7 @@ int an_store_receipt(an_store_t *s, int64_t task_id, an_receipt_t *out) {
   int rc;
 
   /* One snapshot for both queries. */
-  if ((rc = an_store_simple(s, ST_BEGIN_READ)) != 0)
+  if ((rc = an_store_begin_kind(s, true)) != 0)
     goto fail;
   if (!(st = an_store_stmt(s, ST_RECEIPT)) || sqlite3_bind_int64(st, 1, task_id)) {
     rc = an_store_db_error(s);
@@ -999,7 +1091,7 @@ int an_store_ledger_check(an_store_t *s, char *err, size_t errlen) {
   if (err && errlen)
     err[0] = '\0';
   /* One snapshot for all the checks, so they judge one state. */
-  if ((rc = an_store_simple(s, ST_BEGIN_READ)) != 0)
+  if ((rc = an_store_begin_kind(s, true)) != 0)
     goto db_fail;
 
   if (!(st = an_store_stmt(s, ST_CHECK_SUM)) || (rc = an_store_int64(s, st, &total)) != 0)

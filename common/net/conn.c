@@ -31,6 +31,8 @@ struct an_conn {
   int in_read;         /* inside on_read: writes are flushed once at its end */
   int read_paused;     /* reading stopped for back-pressure */
   int established;     /* the upper layer accepted the peer (see params) */
+  int held;            /* an_conn_hold: output waits in the TLS engine */
+  int close_deferred;  /* an_conn_close came while held: finish it on release */
   size_t write_queue;  /* ciphertext bytes inside uv_write requests */
   uint8_t *pending;    /* framed plaintext queued before the handshake ended */
   size_t pending_len, pending_cap;
@@ -93,7 +95,7 @@ static int an_conn_flush(an_conn_t *c) {
   uv_buf_t buf;
   int rc;
 
-  if (n == 0 || !c->connected || c->handles_closing)
+  if (n == 0 || !c->connected || c->handles_closing || c->held)
     return 0;
   w = malloc(sizeof *w + n);
   if (!w)
@@ -125,6 +127,8 @@ static void an_conn_arm(an_conn_t *c, uint64_t ms) {
     uv_timer_stop(&c->timer);
 }
 
+static void an_conn_close_flush(an_conn_t *c);
+
 static void an_conn_on_shutdown(uv_shutdown_t *req, int status) {
   (void)status;
   an_conn_close_handles(req->data);
@@ -142,6 +146,18 @@ void an_conn_close(an_conn_t *c, int status) {
   uv_read_stop((uv_stream_t *)&c->tcp);
   if (c->ready)
     an_tls_shutdown(c->tls);
+  if (c->held) {
+    /* Held output must not leave before its release; nor may the
+     * connection go away under the holder. */
+    c->close_deferred = 1;
+    uv_timer_stop(&c->timer);
+    return;
+  }
+  an_conn_close_flush(c);
+}
+
+/* The second half of a close: what is queued goes out, then FIN. */
+static void an_conn_close_flush(an_conn_t *c) {
   /* Best effort: queued frames, an Error frame, a TLS alert, close_notify. */
   an_conn_flush(c);
   an_conn_arm(c, c->params.close_timeout_ms);
@@ -423,6 +439,39 @@ int an_conn_write_frame(an_conn_t *c, const uint8_t *payload, size_t len) {
     return 0;
   an_conn_close(c, rc);
   return rc;
+}
+
+int an_conn_hold(an_conn_t *c) {
+  if (c->held || c->closing || !c->connected)
+    return 0;
+  c->held = 1;
+  return 1;
+}
+
+void an_conn_release(an_conn_t *c, int discard, int status) {
+  if (!c->held)
+    return;
+  c->held = 0;
+  if (discard) {
+    /* What the held frames acknowledged did not happen: they must never
+     * reach the peer. Closing the handles drops them with the TLS engine. */
+    if (!c->closing) {
+      c->closing = 1;
+      c->close_status = status;
+      uv_read_stop((uv_stream_t *)&c->tcp);
+    }
+    c->close_deferred = 0;
+    an_conn_close_handles(c);
+    return;
+  }
+  if (c->close_deferred) {
+    c->close_deferred = 0;
+    an_conn_close_flush(c);
+    return;
+  }
+  int rc = an_conn_flush(c);
+  if (rc < 0)
+    an_conn_close(c, rc);
 }
 
 void an_conn_established(an_conn_t *c) {

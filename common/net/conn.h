@@ -86,6 +86,19 @@ int an_conn_write_raw(an_conn_t *c, const uint8_t *data, size_t len);
  * first status wins. */
 void an_conn_close(an_conn_t *c, int status);
 
+/* Holds the connection's output: frames written from now on wait,
+ * encrypted, until an_conn_release, and a close meanwhile waits too (the
+ * connection stays alive for the holder). The broker holds a reply until
+ * the state it acknowledges is committed. Returns 1 if this call started
+ * the hold (the caller then owes exactly one release), 0 if the
+ * connection was already held, closing or not connected (nothing owed). */
+int an_conn_hold(an_conn_t *c);
+/* Ends the hold. discard = 0: the held output goes out (and a close that
+ * came meanwhile proceeds). discard != 0: the held output is thrown away
+ * unsent and the connection closed at once with `status` (what it
+ * acknowledged was lost, so the peer must not read it). */
+void an_conn_release(an_conn_t *c, int discard, int status);
+
 /* The peer passed the upper layer's admission (see await_established): the
  * handshake deadline gives way to the idle timeout. */
 void an_conn_established(an_conn_t *c);

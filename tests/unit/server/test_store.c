@@ -1543,15 +1543,27 @@ START_TEST(test_random_operations_keep_the_ledger) {
     snprintf(name, sizeof name, "%s%d", i < SIM_PUBS ? "p" : "w", i);
     m.node[i] = enroll(m.f.s, i < SIM_PUBS ? AN_ROLE_PUBLISHER : AN_ROLE_WORKER, name);
   }
+  /* _i = 1: the broker's way, changes grouped and committed every few
+   * steps, so refused calls roll back inside a group of good ones. */
+  if (_i)
+    an_store_group_begin(m.f.s);
   for (int step = 0; step < SIM_STEPS; step++) {
     sim_step(&m, step);
+    if (_i && sim_rand(&m, 4) == 0)
+      ck_assert_int_eq(an_store_group_commit(m.f.s), 0);
     /* Now and then the broker restarts. */
     if (step % 700 == 699) {
+      if (_i)
+        ck_assert_int_eq(an_store_group_commit(m.f.s), 0);
       an_store_close(m.f.s);
       fixture_open(&m.f);
+      if (_i)
+        an_store_group_begin(m.f.s);
       sim_reconcile(&m);
     }
   }
+  if (_i)
+    ck_assert_int_eq(an_store_group_end(m.f.s), 0);
   /* Everything minted is somewhere: balances, fees and live escrows. */
   ck_assert_int_eq(fees_total(m.f.path), m.fees);
   ck_assert_int_eq(raw_int(m.f.path, "SELECT -SUM(amount) FROM ledger WHERE account = 'mint'"),
@@ -1568,6 +1580,98 @@ START_TEST(test_random_operations_keep_the_ledger) {
   ck_assert_int_gt(m.seen[AN_TASK_ACCEPTED][AN_TASK_DELIVERED], 5);
   ck_assert_int_gt(m.efunds, 2);
   fixture_done(&m.f);
+}
+END_TEST
+
+
+/* ---- group commit ---- */
+
+/* Grouped changes are invisible to other connections (not durable) until
+ * the commit, and all of them are there after it. */
+START_TEST(test_group_commit_makes_changes_durable_together) {
+  fixture_t f;
+  fixture_init(&f);
+  an_store_group_begin(f.s);
+  ck_assert_int_eq(an_store_group_pending(f.s), 0);
+  ck_assert_int_eq(an_store_topup(f.s, f.pub, 500, 1000), 0);
+  int64_t id = queued_task(&f, 200, 2);
+  ck_assert_int_eq(an_store_group_pending(f.s), 1);
+  /* This connection reads its own group ... */
+  ck_assert_int_eq(balance(f.s, f.pub), 300);
+  ck_assert_int_eq(task(f.s, id).state, AN_TASK_QUEUED);
+  /* ... another does not see it yet. */
+  ck_assert_int_eq(raw_int(f.path, "SELECT COUNT(*) FROM tasks"), 0);
+  ck_assert_int_eq(raw_int(f.path, "SELECT COUNT(*) FROM ledger"), 0);
+  ck_assert_int_eq(an_store_group_commit(f.s), 0);
+  ck_assert_int_eq(an_store_group_pending(f.s), 0);
+  ck_assert_int_eq(raw_int(f.path, "SELECT COUNT(*) FROM tasks WHERE state = 1"), 1);
+  ck_assert_int_eq(raw_int(f.path, "SELECT SUM(amount) FROM ledger WHERE account = 'node:' || "
+                                   "(SELECT id FROM nodes WHERE name = 'pub')"),
+                   300);
+  /* A commit with nothing pending is a no-op. */
+  ck_assert_int_eq(an_store_group_commit(f.s), 0);
+  expect_ledger_ok(f.s);
+  fixture_done(&f);
+}
+END_TEST
+
+/* A refused call inside a group undoes only itself. */
+START_TEST(test_group_refused_call_undoes_only_itself) {
+  fixture_t f;
+  an_task_t t;
+  int cancelled = 0;
+  fixture_init(&f);
+  ck_assert_int_eq(an_store_topup(f.s, f.pub, 100, 1000), 0);
+  an_store_group_begin(f.s);
+  int64_t id = queued_task(&f, 60, 2);
+  an_task_spec_t big = spec_for(f.pub, 60); /* 40 left: short */
+  int64_t none = 0;
+  ck_assert_int_eq(an_store_task_create(f.s, &big, 1001, &none), AN_EFUNDS);
+  an_worker_caps_t caps = {.memory_bytes = 1LL << 40};
+  ck_assert_int_eq(an_store_lease_next(f.s, f.w1, &caps, 1002, &t), 0);
+  ck_assert_int_eq(t.id, id);
+  /* Not w2's lease. */
+  ck_assert_int_eq(an_store_lease_heartbeat(f.s, id, f.w2, 0.5, 1003, &cancelled), AN_EFORBIDDEN);
+  ck_assert_int_eq(an_store_lease_heartbeat(f.s, id, f.w1, 0.25, 1003, &cancelled), 0);
+  ck_assert_int_eq(an_store_group_commit(f.s), 0);
+  ck_assert_int_eq(raw_int(f.path, "SELECT COUNT(*) FROM tasks"), 1);
+  ck_assert_int_eq(raw_int(f.path, "SELECT state FROM tasks"), AN_TASK_LEASED);
+  ck_assert_int_eq(raw_int(f.path, "SELECT CAST(progress * 100 AS INTEGER) FROM tasks"), 25);
+  ck_assert_int_eq(balance(f.s, f.pub), 40);
+  expect_ledger_ok(f.s);
+  fixture_done(&f);
+}
+END_TEST
+
+/* A broker that dies before the commit loses the group, all of it, and
+ * nothing else: that is why nothing in it may have been acknowledged. */
+START_TEST(test_group_lost_whole_without_commit) {
+  fixture_t f;
+  fixture_init(&f);
+  ck_assert_int_eq(an_store_topup(f.s, f.pub, 100, 1000), 0);
+  an_store_group_begin(f.s);
+  ck_assert_int_eq(an_store_topup(f.s, f.pub, 7, 1001), 0);
+  (void)queued_task(&f, 50, 1);
+  an_store_close(f.s); /* no commit */
+  fixture_open(&f);
+  ck_assert_int_eq(balance(f.s, f.pub), 100);
+  ck_assert_int_eq(raw_int(f.path, "SELECT COUNT(*) FROM tasks"), 0);
+  expect_ledger_ok(f.s);
+  fixture_done(&f);
+}
+END_TEST
+
+/* After group_end, each call is durable on return again. */
+START_TEST(test_group_after_end_commits_per_call) {
+  fixture_t f;
+  fixture_init(&f);
+  an_store_group_begin(f.s);
+  ck_assert_int_eq(an_store_topup(f.s, f.pub, 10, 1000), 0);
+  ck_assert_int_eq(an_store_group_end(f.s), 0);
+  ck_assert_int_eq(an_store_topup(f.s, f.pub, 5, 1001), 0);
+  ck_assert_int_eq(an_store_group_pending(f.s), 0);
+  ck_assert_int_eq(raw_int(f.path, "SELECT SUM(amount) FROM ledger WHERE amount > 0"), 15);
+  fixture_done(&f);
 }
 END_TEST
 
@@ -1597,13 +1701,17 @@ static Suite *store_suite(void) {
   tcase_add_test(basics, test_no_double_payout);
   tcase_add_test(basics, test_corrupt_rows_are_errors);
   tcase_add_test(basics, test_lists_and_counts);
+  tcase_add_test(basics, test_group_commit_makes_changes_durable_together);
+  tcase_add_test(basics, test_group_refused_call_undoes_only_itself);
+  tcase_add_test(basics, test_group_lost_whole_without_commit);
+  tcase_add_test(basics, test_group_after_end_commits_per_call);
   suite_add_tcase(s, basics);
   /* Dozens of fresh stores each: slower. */
   TCase *sweeps = tcase_create("sweeps");
   tcase_set_timeout(sweeps, 240);
   tcase_add_test(sweeps, test_transition_matrix);
   tcase_add_test(sweeps, test_ledger_check_catches_corruption);
-  tcase_add_test(sweeps, test_random_operations_keep_the_ledger);
+  tcase_add_loop_test(sweeps, test_random_operations_keep_the_ledger, 0, 2);
   suite_add_tcase(s, sweeps);
   return s;
 }

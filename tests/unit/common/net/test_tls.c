@@ -31,6 +31,9 @@ typedef enum mode {
   MODE_TOO_BIG,
   MODE_RAW_SILENT,
   MODE_RAW_GARBAGE,
+  MODE_HOLD_RELEASE, /* the server holds, writes, releases after a while */
+  MODE_HOLD_CLOSE,   /* ... and closes while held: the close waits */
+  MODE_HOLD_DISCARD, /* ... and discards: nothing reaches the client */
 } scenario_t;
 
 typedef struct harness {
@@ -47,6 +50,8 @@ typedef struct harness {
   size_t n_frames;
   int finished;
   int watchdog_fired;
+  uv_timer_t release;        /* the hold modes' release, 200 ms after the writes */
+  int released;              /* set just before an_conn_release */
 } harness_t;
 
 #define N_MANY 10000
@@ -85,11 +90,33 @@ static void finish(harness_t *h) {
     uv_close((uv_handle_t *)&h->raw, NULL);
 }
 
+static int hold_mode(scenario_t m) {
+  return m == MODE_HOLD_RELEASE || m == MODE_HOLD_CLOSE || m == MODE_HOLD_DISCARD;
+}
+
+static void on_release(uv_timer_t *t) {
+  harness_t *h = t->data;
+  uv_close((uv_handle_t *)&h->release, NULL);
+  h->released = 1;
+  an_conn_release(h->server.conn, h->mode == MODE_HOLD_DISCARD, AN_EDB);
+}
+
 static void on_ready(an_conn_t *c) {
   peer_t *p = an_conn_data(c);
   harness_t *h = p->h;
   p->ready = 1;
-  if (h->mode == MODE_MANY_FRAMES || h->mode == MODE_LARGE_FRAMES) {
+  if (hold_mode(h->mode)) {
+    if (p != &h->server)
+      return;
+    ck_assert_int_eq(an_conn_hold(c), 1);
+    ck_assert_int_eq(an_conn_hold(c), 0); /* already held: nothing more owed */
+    send_frames(p);
+    if (h->mode == MODE_HOLD_CLOSE)
+      an_conn_close(c, 0);
+    uv_timer_init(&h->loop, &h->release);
+    h->release.data = h;
+    uv_timer_start(&h->release, on_release, 200, 0);
+  } else if (h->mode == MODE_MANY_FRAMES || h->mode == MODE_LARGE_FRAMES) {
     send_frames(p);
   } else if (h->mode == MODE_CLOSE_MID_FRAME && p == &h->client) {
     uint8_t partial[AN_FRAME_HEADER_SIZE + 10] = {0};
@@ -106,6 +133,8 @@ static int on_frame(an_conn_t *c, const uint8_t *payload, size_t len) {
   peer_t *p = an_conn_data(c);
   harness_t *h = p->h;
   size_t i = p->received++;
+  if (hold_mode(h->mode) && !h->released)
+    p->mismatches++; /* held output escaped before its release */
   if (i >= h->n_frames || len != frame_size(h, i)) {
     p->mismatches++;
     return 0;
@@ -117,7 +146,8 @@ static int on_frame(an_conn_t *c, const uint8_t *payload, size_t len) {
     }
   }
   /* The client ends the exchange once both directions are complete. */
-  if (h->client.received == h->n_frames && h->server.received == h->n_frames)
+  if (h->client.received == h->n_frames &&
+      (hold_mode(h->mode) || h->server.received == h->n_frames))
     an_conn_close(h->client.conn, 0);
   return 0;
 }
@@ -316,6 +346,29 @@ START_TEST(test_plaintext_peer_refused) {
 }
 END_TEST
 
+/* Held output stays in the TLS engine until released, then arrives whole
+ * and in order; a close meanwhile waits for the release. */
+START_TEST(test_held_output_waits_for_release) {
+  for (scenario_t m = MODE_HOLD_RELEASE; m <= MODE_HOLD_CLOSE; m++) {
+    harness_t *h = run(m, 50, 0, 0);
+    ck_assert_uint_eq(h->client.received, 50);
+    ck_assert_int_eq(h->client.mismatches, 0);
+    ck_assert_int_eq(h->server.close_status, 0);
+    free(h);
+  }
+}
+END_TEST
+
+/* Discarded output never reaches the peer; the connection just closes. */
+START_TEST(test_discarded_output_never_arrives) {
+  harness_t *h = run(MODE_HOLD_DISCARD, 50, 0, 0);
+  ck_assert_uint_eq(h->client.received, 0);
+  ck_assert_int_eq(h->server.close_status, AN_EDB);
+  ck_assert_int_ne(h->client.close_status, 0);
+  free(h);
+}
+END_TEST
+
 START_TEST(test_pin_matches_openssl_cli) {
   /* The pin is SHA-256 over the DER SubjectPublicKeyInfo; compute it with
    * the openssl command-line tool and compare. */
@@ -389,6 +442,8 @@ static Suite *tls_suite(void) {
   tcase_add_test(tc, test_frame_over_limit);
   tcase_add_test(tc, test_silent_peer_times_out);
   tcase_add_test(tc, test_plaintext_peer_refused);
+  tcase_add_test(tc, test_held_output_waits_for_release);
+  tcase_add_test(tc, test_discarded_output_never_arrives);
   tcase_add_test(tc, test_pin_matches_openssl_cli);
   tcase_add_test(tc, test_bad_pins_rejected);
   tcase_add_test(tc, test_bad_identity_files);
