@@ -223,10 +223,16 @@ static int an_send_no_lease(an_session_t *s, uint64_t id) {
   return an_session_send(s, &env);
 }
 
-/* Work may have appeared: serve waiting workers in arrival order. */
+/* Work may have appeared: serve waiting workers in arrival order. Each
+ * grant takes one queued task and nothing queues one meanwhile, so once as
+ * many grants as there were queued tasks are made, the rest of a long list
+ * of parked polls need not be asked. */
 static void an_wake_waiters(an_service_t *svc) {
   an_list_t *it, *next;
-  for (it = svc->waiters.next; it != &svc->waiters; it = next) {
+  int64_t queued = 0;
+  if (an_store_queued(svc->p.store, &queued) != 0)
+    queued = INT64_MAX; /* cannot tell: ask every waiter, as is always correct */
+  for (it = svc->waiters.next; it != &svc->waiters && queued > 0; it = next) {
     waiter_t *w = AN_CONTAINER_OF(it, waiter_t, link);
     an_task_t t;
     next = it->next;
@@ -234,9 +240,10 @@ static void an_wake_waiters(an_service_t *svc) {
                                  an_now_s(), &t);
     if (rc == AN_ENOTFOUND)
       continue;
-    if (rc == 0)
+    if (rc == 0) {
       an_send_lease(svc, w->session, w->request_id, &t);
-    else
+      queued--;
+    } else
       an_reply_rc(w->session, w->request_id, rc, "lease");
     an_waiter_drop(w);
   }

@@ -174,6 +174,7 @@ enum an_stmt {
   ST_TASK_NEXT_OF,
   ST_TASK_NEXT_IN_STATE,
   ST_TASK_COUNTS,
+  ST_TASK_QUEUED,
   ST_TASK_SET_STATE,
   ST_TASK_END_LEASE,
   ST_TASK_LEASE,
@@ -240,6 +241,7 @@ static const char *const an_stmt_sql[ST_COUNT] = {
     [ST_TASK_NEXT_IN_STATE] = "SELECT " AN_TASK_COLUMNS
                               " FROM tasks WHERE state = ?2 AND id > ?1 ORDER BY id LIMIT 1",
     [ST_TASK_COUNTS] = "SELECT state, COUNT(*) FROM tasks GROUP BY state",
+    [ST_TASK_QUEUED] = "SELECT COUNT(*) FROM tasks WHERE state = 1",
     [ST_TASK_SET_STATE] = "UPDATE tasks SET state = ?2, updated = ?3 WHERE id = ?1",
     [ST_TASK_END_LEASE] = "UPDATE tasks SET state = ?2, worker = NULL, lease_deadline = 0,"
                           " progress = 0, reason = ?3, updated = ?4 WHERE id = ?1",
@@ -1407,6 +1409,11 @@ int an_store_tasks(an_store_t *s, int64_t publisher, int (*cb)(const an_task_t *
 
 int an_store_validating(an_store_t *s, int (*cb)(const an_task_t *t, void *arg), void *arg) {
   return an_store_task_walk(s, ST_TASK_NEXT_IN_STATE, AN_TASK_VALIDATING, cb, arg);
+}
+
+int an_store_queued(an_store_t *s, int64_t *n) {
+  sqlite3_stmt *st = an_store_stmt(s, ST_TASK_QUEUED);
+  return st ? an_store_int64(s, st, n) : AN_EDB;
 }
 
 int an_store_task_counts(an_store_t *s, int64_t counts[AN_TASK_STATE_COUNT]) {

@@ -164,6 +164,9 @@ int an_store_tasks(an_store_t *s, int64_t publisher, int (*cb)(const an_task_t *
 /* Counts by state, for metrics. */
 int an_store_task_counts(an_store_t *s, int64_t counts[AN_TASK_STATE_COUNT]);
 
+/* How many tasks are queued (an index lookup, cheap). */
+int an_store_queued(an_store_t *s, int64_t *n);
+
 /* Cancels a task of this publisher before acceptance (AN_EFORBIDDEN if not
  * theirs, AN_ESTATE once accepted): escrow refunded. */
 int an_store_task_cancel(an_store_t *s, int64_t task_id, int64_t publisher, int64_t now);

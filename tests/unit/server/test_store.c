@@ -1289,6 +1289,9 @@ START_TEST(test_lists_and_counts) {
   ck_assert_int_eq(an_store_task_counts(f.s, counts), 0);
   ck_assert_int_eq(counts[AN_TASK_VALIDATING], 1);
   ck_assert_int_eq(counts[AN_TASK_QUEUED], 2);
+  int64_t queued = -1;
+  ck_assert_int_eq(an_store_queued(f.s, &queued), 0);
+  ck_assert_int_eq(queued, 2);
   ck_assert_int_eq(counts[AN_TASK_UPLOADING], 1);
   ck_assert_int_eq(counts[AN_TASK_LEASED] + counts[AN_TASK_ACCEPTED] + counts[AN_TASK_FAILED],
                    0);
@@ -1299,6 +1302,8 @@ START_TEST(test_lists_and_counts) {
   ck_assert_int_eq(c.n, 3);
   ck_assert_int_eq(an_store_task_counts(f.s, counts), 0);
   ck_assert_int_eq(counts[AN_TASK_CANCELLED], 3);
+  ck_assert_int_eq(an_store_queued(f.s, &queued), 0);
+  ck_assert_int_eq(queued, 0);
 
   ck_assert_int_eq(an_store_revoke(f.s, f.pub), 0);
   c = (collected_t){0};
