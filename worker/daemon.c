@@ -32,7 +32,8 @@
 #include "worker/trainer.h"
 
 typedef struct run_settings {
-  char *credentials, *cache, *trainer, *trainer_cmd, *preset, *optimizer;
+  char *credentials, *cache, *trainer, *trainer_cmd, *preset, *optimizer, *schedule, *precision,
+      *normalize;
   int64_t epochs, batch, seed, wait, max_tasks, verdict_wait, augment_shift;
   double lr;
   bool exit_when_idle;
@@ -51,7 +52,7 @@ static const an_option_t run_options[] = {
      "a shell command given X.npy, Y.npy and OUT.onnx as $1 $2 $3 (and ARCHNET_X,\n"
      "ARCHNET_Y, ARCHNET_OUT, ARCHNET_CLASSES, ARCHNET_INPUT_SHAPE); it must write OUT"},
     {"preset", AN_OPT_STR, OPT(preset), "cnn-small", 0, 0, "NAME",
-     "built-in trainer's model: cnn-small or resnet18"},
+     "built-in trainer's model: cnn-small, cnn-small-bn or resnet18"},
     {"epochs", AN_OPT_INT, OPT(epochs), "3", 1, 10000, "N", "built-in trainer: epochs"},
     {"batch", AN_OPT_INT, OPT(batch), "64", 1, 65536, "N", "built-in trainer: batch size"},
     {"lr", AN_OPT_DOUBLE, OPT(lr), "1e-3", 1e-9, 10, "X", "built-in trainer: learning rate"},
@@ -59,6 +60,14 @@ static const an_option_t run_options[] = {
      "built-in trainer: Adam, or SGD with momentum 0.9"},
     {"augment-shift", AN_OPT_INT, OPT(augment_shift), "0", 0, 16, "N",
      "built-in trainer: shift each sample by up to N pixels at random (0 = off)"},
+    {"schedule", AN_OPT_STR, OPT(schedule), "constant", 0, 0, "constant|cosine",
+     "built-in trainer: learning rate constant, or cosine-annealed to 0 at the last step"},
+    {"normalize", AN_OPT_STR, OPT(normalize), "none", 0, 0, "none|channel|image",
+     "built-in trainer: standardise the inputs with the training set's statistics,\n"
+     "subtracting each channel's mean (channel) or the mean image (image) and dividing\n"
+     "by each channel's std; the exported model still takes the codes as stored"},
+    {"precision", AN_OPT_STR, OPT(precision), "auto", 0, 0, "auto|f32|bf16",
+     "built-in trainer: linear layers' products in bfloat16 (auto: when the CPU is fast at it)"},
     {"seed", AN_OPT_INT, OPT(seed), "1", 0, INT64_MAX, "N", "built-in trainer: seed"},
     {"wait", AN_OPT_INT, OPT(wait), "30", 1, 3600, "S",
      "each lease request waits this long for work"},
@@ -276,8 +285,14 @@ static int work_on(worker_t *w, const Archnet__TaskInfo *t) {
       .x_path = x, .y_path = y, .c = t->input_c, .h = t->input_h, .w = t->input_w,
       .classes = t->classes, .out_path = model, .preset = w->s->preset,
       .epochs = (int)w->s->epochs, .batch = (int)w->s->batch, .lr = w->s->lr,
-      .seed = (uint64_t)w->s->seed, .bf16 = an_engine_has_fast_bf16(),
+      .seed = (uint64_t)w->s->seed,
+      .bf16 = strcmp(w->s->precision, "auto") == 0 ? an_engine_has_fast_bf16()
+                                                   : strcmp(w->s->precision, "bf16") == 0,
       .sgd = strcmp(w->s->optimizer, "sgd") == 0, .shift = (int)w->s->augment_shift,
+      .normalize = strcmp(w->s->normalize, "image") == 0     ? AN_TRAIN_NORM_IMAGE
+                   : strcmp(w->s->normalize, "channel") == 0 ? AN_TRAIN_NORM_CHANNEL
+                                                             : AN_TRAIN_NORM_NONE,
+      .cosine = strcmp(w->s->schedule, "cosine") == 0,
       .command = w->s->trainer_cmd, .progress = on_progress, .arg = w};
   write_status(w, "training");
   rc = strcmp(w->s->trainer, "command") == 0 ? an_trainer_exec(&job, w->err, sizeof w->err)
@@ -348,6 +363,20 @@ int an_worker_run(int argc, char **argv) {
   }
   if (strcmp(s.optimizer, "adam") != 0 && strcmp(s.optimizer, "sgd") != 0) {
     fprintf(stderr, "archnet-worker run: --optimizer is adam or sgd\n");
+    goto done;
+  }
+  if (strcmp(s.schedule, "constant") != 0 && strcmp(s.schedule, "cosine") != 0) {
+    fprintf(stderr, "archnet-worker run: --schedule is constant or cosine\n");
+    goto done;
+  }
+  if (strcmp(s.normalize, "none") != 0 && strcmp(s.normalize, "channel") != 0 &&
+      strcmp(s.normalize, "image") != 0) {
+    fprintf(stderr, "archnet-worker run: --normalize is none, channel or image\n");
+    goto done;
+  }
+  if (strcmp(s.precision, "auto") != 0 && strcmp(s.precision, "f32") != 0 &&
+      strcmp(s.precision, "bf16") != 0) {
+    fprintf(stderr, "archnet-worker run: --precision is auto, f32 or bf16\n");
     goto done;
   }
   if (strcmp(s.trainer, "builtin") != 0 &&

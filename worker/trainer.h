@@ -13,17 +13,28 @@
  * to stop). */
 typedef int (*an_trainer_progress)(double fraction, void *arg);
 
+/* Input standardisation (common/nn/normalize.h): none, each channel's mean,
+ * or the mean image; either way divided by each channel's std. */
+typedef enum an_train_norm {
+  AN_TRAIN_NORM_NONE = 0,
+  AN_TRAIN_NORM_CHANNEL,
+  AN_TRAIN_NORM_IMAGE
+} an_train_norm_t;
+
 typedef struct an_train_job {
   const char *x_path, *y_path; /* the task's train_x.npy and train_y.npy */
   int64_t c, h, w, classes;    /* what the model must take and give */
   const char *out_path;        /* where the ONNX model goes */
   /* Built-in trainer settings. */
-  const char *preset;          /* "cnn-small" (default) or "resnet18" */
+  const char *preset;          /* "cnn-small" (default), "cnn-small-bn" or "resnet18" */
   int epochs, batch;
   double lr;
   int sgd;                     /* SGD with momentum 0.9 instead of Adam */
   int shift;                   /* augmentation: random translation by up to this many
                                   pixels (zero fill) of each training sample; 0 = none */
+  int normalize;               /* an_train_norm_t: standardise the inputs with the training
+                                  set's statistics; the export takes the codes as stored */
+  int cosine;                  /* cosine-anneal the learning rate to 0 over the run */
   uint64_t seed;
   int bf16;
   /* External trainer: a shell command run with X, Y and OUT as $1..$3 and

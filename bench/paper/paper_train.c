@@ -29,12 +29,13 @@
 #include "common/error.h"
 #include "common/nn/loss.h"
 #include "common/nn/model.h"
+#include "common/nn/normalize.h"
 #include "common/nn/optim.h"
 #include "common/nn/rng.h"
 #include "common/nn/spec.h"
 
 typedef struct settings {
-  char *data, *raw, *curve, *preset, *precision;
+  char *data, *raw, *curve, *preset, *precision, *schedule, *normalize;
   int64_t epochs, batch, seed, split_seed, limit;
   double lr, val_fraction;
 } settings_t;
@@ -51,11 +52,16 @@ static const an_option_t options[] = {
     {"split-seed", AN_OPT_INT, OPT(split_seed), "1", 0, INT64_MAX, "N",
      "with --raw: the seed of encode's train/validation split"},
     {"limit", AN_OPT_INT, OPT(limit), "0", 0, INT32_MAX, "N",
-     "with --raw: load only the first N training images, as encode --limit does (0 = all)"},
+     "train on the first N training images only (0 = all); with --raw, as encode --limit"},
     {"preset", AN_OPT_STR, OPT(preset), "cnn-small", 0, 0, "NAME", "classifier preset"},
     {"epochs", AN_OPT_INT, OPT(epochs), "3", 1, 1000, "N", "passes over the training set"},
     {"batch", AN_OPT_INT, OPT(batch), "64", 1, 4096, "N", "images per step"},
     {"lr", AN_OPT_DOUBLE, OPT(lr), "1e-3", 1e-9, 10, "X", "Adam's learning rate"},
+    {"schedule", AN_OPT_STR, OPT(schedule), "constant", 0, 0, "constant|cosine",
+     "learning rate over the run: constant, or cosine annealing to 0 at the last step"},
+    {"normalize", AN_OPT_STR, OPT(normalize), "none", 0, 0, "none|channel|image",
+     "standardise the inputs with the training set's statistics: subtract each\n"
+     "channel's mean (channel) or the mean image (image), divide by each channel's std"},
     {"seed", AN_OPT_INT, OPT(seed), "1", 0, INT64_MAX, "N", "initialisation and data order"},
     {"precision", AN_OPT_STR, OPT(precision), "f32", 0, 0, "f32|bf16",
      "arithmetic of the linear layers' products"},
@@ -79,6 +85,7 @@ typedef struct source {
   uint8_t *labels;   /* n labels, each < classes */
   size_t n, item;
   int chw[3];
+  const an_norm_t *norm; /* standardisation applied after reading, or NULL */
 } source_t;
 
 static void source_free(source_t *s) {
@@ -92,11 +99,13 @@ static void source_free(source_t *s) {
 static void source_get(const source_t *s, size_t i, float *out) {
   if (s->x.data) {
     an_npy_to_f32(&s->x, i * s->item, s->item, out);
-    return;
+  } else {
+    const uint8_t *px = s->raw.images + (size_t)(s->rows ? s->rows[i] : i) * s->item;
+    for (size_t k = 0; k < s->item; k++)
+      out[k] = (float)px[k] / 255.0f;
   }
-  const uint8_t *px = s->raw.images + (size_t)(s->rows ? s->rows[i] : i) * s->item;
-  for (size_t k = 0; k < s->item; k++)
-    out[k] = (float)px[k] / 255.0f;
+  if (s->norm)
+    an_norm_apply(s->norm, out);
 }
 
 /* Opens DIR/NAME_x.npy and DIR/NAME_y.npy. */
@@ -253,6 +262,7 @@ static int run(const settings_t *st, char *err, size_t errlen) {
   batch_buf_t b = {0};
   uint32_t *order = NULL;
   FILE *curve = NULL;
+  an_norm_t norm = {0};
   char why[512];
   int rc;
 
@@ -260,6 +270,8 @@ static int run(const settings_t *st, char *err, size_t errlen) {
     if ((rc = source_open_npy(&train, st->data, "train", err, errlen)) != 0 ||
         (rc = source_open_npy(&test, st->data, "test", err, errlen)) != 0)
       goto done;
+    if (st->limit > 0 && (size_t)st->limit < train.n)
+      train.n = (size_t)st->limit;
   } else if ((rc = source_open_raw(&train, st, AN_DATASET_TRAIN, err, errlen)) != 0 ||
              (rc = source_open_raw(&test, st, AN_DATASET_TEST, err, errlen)) != 0) {
     goto done;
@@ -299,6 +311,26 @@ static int run(const settings_t *st, char *err, size_t errlen) {
     snprintf(err, errlen, "out of memory for a batch");
     goto done;
   }
+  if (strcmp(st->normalize, "none") != 0) {
+    /* The training set's own statistics, applied to training and test. */
+    size_t hw = (size_t)train.chw[1] * (size_t)train.chw[2];
+    if ((rc = an_norm_init(&norm, train.chw[0], hw, strcmp(st->normalize, "image") == 0)) != 0) {
+      snprintf(err, errlen, "out of memory for the statistics");
+      goto done;
+    }
+    for (size_t i = 0; i < train.n; i++) {
+      source_get(&train, i, b.x);
+      an_norm_accumulate(&norm, b.x);
+    }
+    if ((rc = an_norm_finish(&norm)) != 0) {
+      snprintf(err, errlen, "no training values to standardise with");
+      goto done;
+    }
+    train.norm = test.norm = &norm;
+    printf("paper_train: standardising %d channel(s) (%s); channel 0: std %.4g\n", norm.c,
+           st->normalize, 1.0 / norm.scale[0]);
+  }
+  rc = AN_ETOOBIG;
   if (!(curve = fopen(st->curve, "w"))) {
     rc = AN_EFORMAT;
     snprintf(err, errlen, "cannot write %s", st->curve);
@@ -306,10 +338,11 @@ static int run(const settings_t *st, char *err, size_t errlen) {
   }
   fprintf(curve, "epoch,train_loss,train_accuracy,test_accuracy,seconds\n");
   printf("paper_train: %s on %zu %dx%dx%d images from %s, %zu test images, %lld epoch(s), "
-         "batch %d, Adam lr %g, %s\n",
+         "batch %d, Adam lr %g (%s), %s%s\n",
          st->preset, train.n, train.chw[0], train.chw[1], train.chw[2],
          st->data ? st->data : st->raw, test.n, (long long)st->epochs, b.size, st->lr,
-         st->precision);
+         st->schedule, st->precision,
+         strcmp(st->normalize, "none") ? ", standardised inputs" : "");
   fflush(stdout);
 
   an_rng_t rng;
@@ -317,6 +350,7 @@ static int run(const settings_t *st, char *err, size_t errlen) {
   for (size_t i = 0; i < train.n; i++)
     order[i] = (uint32_t)i;
   size_t steps = train.n / (size_t)b.size;
+  int cosine = strcmp(st->schedule, "cosine") == 0;
   double t0 = now_seconds(), accuracy;
   const float *logits;
   /* Epoch 0: the untrained model, where every curve starts. */
@@ -332,6 +366,9 @@ static int run(const settings_t *st, char *err, size_t errlen) {
     an_rng_shuffle(&rng, order, train.n);
     for (size_t step = 0; step < steps; step++) {
       int correct = 0;
+      if (cosine)
+        an_optim_set_lr(opt, an_lr_cosine((float)st->lr, (uint64_t)(e - 1) * steps + step,
+                                          (uint64_t)st->epochs * steps));
       batch_fill(&b, &train, order, step * (size_t)b.size, b.size);
       rc = AN_EMODEL;
       if (an_model_forward(m, b.x, 1, &logits) != 0) {
@@ -367,6 +404,7 @@ done:
   }
   source_free(&train);
   source_free(&test);
+  an_norm_destroy(&norm);
   an_model_free(m);
   an_optim_free(opt);
   free(b.x);
@@ -400,6 +438,15 @@ int main(int argc, char **argv) {
   if (rc == 0 && strcmp(st.precision, "f32") != 0 && strcmp(st.precision, "bf16") != 0) {
     rc = AN_ECONFIG;
     snprintf(err, sizeof err, "--precision is f32 or bf16");
+  }
+  if (rc == 0 && strcmp(st.schedule, "constant") != 0 && strcmp(st.schedule, "cosine") != 0) {
+    rc = AN_ECONFIG;
+    snprintf(err, sizeof err, "--schedule is constant or cosine");
+  }
+  if (rc == 0 && strcmp(st.normalize, "none") != 0 && strcmp(st.normalize, "channel") != 0 &&
+      strcmp(st.normalize, "image") != 0) {
+    rc = AN_ECONFIG;
+    snprintf(err, sizeof err, "--normalize is none, channel or image");
   }
   if (rc == 0)
     rc = run(&st, err, sizeof err);

@@ -53,6 +53,12 @@ void an_optim_free(an_optim_t *o) {
 }
 
 void an_optim_set_lr(an_optim_t *o, float lr) { o->p.lr = lr; }
+
+float an_lr_cosine(float base, uint64_t step, uint64_t total) {
+  if (total == 0 || step >= total)
+    return 0.0f;
+  return (float)(base * 0.5 * (1.0 + cos(3.14159265358979323846 * (double)step / (double)total)));
+}
 uint64_t an_optim_steps(const an_optim_t *o) { return o->t; }
 void an_optim_set_steps(an_optim_t *o, uint64_t t) { o->t = t; }
 

@@ -30,6 +30,11 @@ void an_optim_step(an_optim_t *o, float *params, const float *grads);
 
 /* Changes the learning rate (schedules). */
 void an_optim_set_lr(an_optim_t *o, float lr);
+
+/* Cosine annealing without restarts (torch's CosineAnnealingLR with
+ * eta_min 0 and T_max = total): the rate for step `step` (0-based) of
+ * `total`, base * (1 + cos(pi * step / total)) / 2. */
+float an_lr_cosine(float base, uint64_t step, uint64_t total);
 uint64_t an_optim_steps(const an_optim_t *o);
 
 /* The state a checkpoint must keep: the step count (Adam's bias correction)

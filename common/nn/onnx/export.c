@@ -278,6 +278,27 @@ int an_onnx_export(const an_model_t *cm, const an_onnx_export_opts_t *opts, cons
   an_model_layer_info(m, o.first, &first_li);
   ex_value_t input = {.name = (char *)o.input_name, .rank = 4};
   memcpy(input.chw, first_li.in, sizeof input.chw);
+  if (o.in_norm) {
+    /* Standardisation in front: the same two float32 operations, in the
+     * same order, as an_norm_apply, so the result is identical. */
+    const an_norm_t *nm = o.in_norm;
+    if (nm->c != input.chw[0] || nm->hw != (size_t)input.chw[1] * (size_t)input.chw[2]) {
+      snprintf(err, errlen, "the standardisation is for %d x %zu values, the model takes %d x %d",
+               nm->c, nm->hw, input.chw[0], input.chw[1] * input.chw[2]);
+      goto done;
+    }
+    int64_t md[4] = {1, input.chw[0], nm->per_position ? input.chw[1] : 1,
+                     nm->per_position ? input.chw[2] : 1};
+    int64_t sd[4] = {1, input.chw[0], 1, 1};
+    char *centred = ex_name(&ex, "in_centred"), *standardised = ex_name(&ex, "in_standardised");
+    char *in[2] = {input.name,
+                   ex_init(&ex, "in_mean", ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, 4, md, nm->mean)};
+    ex_node(&ex, "Sub", 2, in, centred);
+    in[0] = centred;
+    in[1] = ex_init(&ex, "in_scale", ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, 4, sd, nm->scale);
+    ex_node(&ex, "Mul", 2, in, standardised);
+    input.name = standardised;
+  }
 
   for (int i = o.first; i <= o.last && !ex.oom; i++) {
     an_layer_info_t li;

@@ -11,12 +11,18 @@
 #include <stddef.h>
 
 #include "common/nn/model.h"
+#include "common/nn/normalize.h"
 
 typedef struct an_onnx_export_opts {
   const char *input_name;  /* default "input" */
   const char *output_name; /* default "output" */
   int first, last;         /* layers to write, inclusive; last < 0 = the last layer */
   const char *producer;    /* producer_name; default "archnet" */
+  /* Optional input standardisation (common/nn/normalize.h): the graph
+   * starts with Sub(mean) then Mul(scale), the float32 operations of
+   * an_norm_apply in its order, so a model trained on standardised inputs
+   * takes them as stored. */
+  const an_norm_t *in_norm;
 } an_onnx_export_opts_t;
 
 /* Writes layers [first, last] of `m` to `path` atomically. A layer reading
