@@ -9,6 +9,8 @@
 #include <unistd.h>
 
 #include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
 #include <uv.h>
 
 #include "common/atomic_file.h"
@@ -74,4 +76,17 @@ done:
   free(key_pem);
   free(cert_pem);
   return rc;
+}
+
+int an_identity_load_key(const char *path, EVP_PKEY **out, char *err, size_t errlen) {
+  FILE *f = fopen(path, "r");
+  *out = f ? PEM_read_PrivateKey(f, NULL, NULL, NULL) : NULL;
+  if (f)
+    fclose(f);
+  if (!*out) {
+    ERR_clear_error();
+    snprintf(err, errlen, "%s: cannot read the private key", path);
+    return AN_ETLS;
+  }
+  return 0;
 }

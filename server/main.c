@@ -161,6 +161,7 @@ static int cmd_run(int argc, char **argv) {
   run_settings_t s = {0};
   broker_process_t proc = {0};
   an_tls_ctx_t *tls = NULL;
+  EVP_PKEY *receipt_key = NULL;
   uv_loop_t loop;
   char cert[4096], key[4096], err[1024];
   int first, rc, status;
@@ -188,6 +189,11 @@ static int cmd_run(int argc, char **argv) {
                     "--data-dir %s')\n",
             err, s.data_dir);
     goto done_settings;
+  }
+  /* Receipts are signed with the TLS key: the pin nodes hold names it. */
+  if ((rc = an_identity_load_key(s.key ? s.key : key, &receipt_key, err, sizeof err)) != 0) {
+    fprintf(stderr, "archnet-broker: %s\n", err);
+    goto done_tls;
   }
 
   char path[4200], exe[4096];
@@ -240,6 +246,7 @@ static int cmd_run(int argc, char **argv) {
   sp.blobs = blobs;
   sp.exe = exe;
   sp.stats = &stats;
+  sp.receipt_key = receipt_key;
   if ((rc = an_service_new(&loop, &sp, &proc.service, err, sizeof err)) != 0) {
     fprintf(stderr, "archnet-broker: %s\n", err);
     goto done_loop;
@@ -302,6 +309,7 @@ done_store:
   an_blobstore_close(blobs);
   an_store_close(store);
 done_tls:
+  EVP_PKEY_free(receipt_key);
   an_tls_ctx_free(tls);
 done_settings:
   an_config_free(&run_spec, &s);

@@ -16,6 +16,7 @@
 #include <openssl/evp.h>
 
 #include "common/error.h"
+#include "common/receipt.h"
 #include "common/list.h"
 #include "common/log.h"
 #include "common/net/wire.h"
@@ -774,12 +775,28 @@ static int an_on_money(an_service_t *svc, an_session_t *s, const Archnet__Envelo
   if (an_session_role(s) != AN_ROLE_ADMIN && r.worker_id != node && t.spec.publisher != node)
     return an_session_error(s, req->request_id, ARCHNET__ERROR__CODE__FORBIDDEN,
                             "that receipt is not yours");
-  rp.transfer_id = (uint64_t)r.transfer_id;
-  rp.task_id = (uint64_t)r.task_id;
-  rp.worker_id = (uint64_t)r.worker_id;
-  rp.amount = r.amount;
-  rp.fee = r.fee;
-  rp.time = r.time;
+  an_receipt_doc_t doc = {.transfer_id = (uint64_t)r.transfer_id,
+                          .task_id = (uint64_t)r.task_id,
+                          .worker_id = (uint64_t)r.worker_id,
+                          .amount = r.amount,
+                          .fee = r.fee,
+                          .time = r.time};
+  char err[300];
+  if (svc->p.receipt_key && an_receipt_sign(&doc, svc->p.receipt_key, err, sizeof err) != 0) {
+    AN_LOG(AN_LOG_ERROR, an_session_name(s), "task %lld: %s", (long long)task, err);
+    return an_session_error(s, req->request_id, ARCHNET__ERROR__CODE__INTERNAL,
+                            "the broker could not sign the receipt");
+  }
+  rp.transfer_id = doc.transfer_id;
+  rp.task_id = doc.task_id;
+  rp.worker_id = doc.worker_id;
+  rp.amount = doc.amount;
+  rp.fee = doc.fee;
+  rp.time = doc.time;
+  rp.signature.data = doc.signature;
+  rp.signature.len = doc.signature_len;
+  rp.broker_key.data = doc.broker_key;
+  rp.broker_key.len = doc.broker_key_len;
   env.body_case = ARCHNET__ENVELOPE__BODY_RECEIPT;
   env.receipt = &rp;
   return an_session_send(s, &env);

@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <openssl/evp.h>
 #include <uv.h>
 
 #include "proto/archnet.pb-c.h"
@@ -41,6 +42,7 @@ typedef struct an_service_params {
   uint64_t score_memory_bytes;
   double score_cpu_seconds, score_wall_seconds;
   an_broker_stats_t *stats;  /* live counters for /metrics; may be NULL */
+  EVP_PKEY *receipt_key;     /* signs payment receipts (the TLS key); borrowed; NULL = unsigned */
 } an_service_params_t;
 
 int an_service_new(uv_loop_t *loop, const an_service_params_t *p, an_service_t **out, char *err,

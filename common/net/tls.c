@@ -54,6 +54,14 @@ static void an_pin_format(const unsigned char digest[32], char out[AN_TLS_PIN_LE
   EVP_EncodeBlock((unsigned char *)out + 8, digest, 32); /* 44 chars + NUL */
 }
 
+int an_tls_pin_from_spki(const uint8_t *der, size_t len, char out[AN_TLS_PIN_LEN]) {
+  unsigned char digest[32];
+  if (!der || len == 0 || EVP_Digest(der, len, digest, NULL, EVP_sha256(), NULL) != 1)
+    return AN_ETLS;
+  an_pin_format(digest, out);
+  return 0;
+}
+
 int an_tls_pin_valid(const char *pin) {
   unsigned char raw[33];
   size_t n = strlen(pin);

@@ -40,6 +40,9 @@ int an_tls_pin_from_pem(const char *cert_pem, char out[AN_TLS_PIN_LEN], char *er
 int an_tls_pin_from_file(const char *cert_path, char out[AN_TLS_PIN_LEN], char *err,
                          size_t errlen);
 
+/* The pin of a public key given as DER SubjectPublicKeyInfo. */
+int an_tls_pin_from_spki(const uint8_t *der, size_t len, char out[AN_TLS_PIN_LEN]);
+
 /* Checks that `pin` is well formed. */
 int an_tls_pin_valid(const char *pin);
 
