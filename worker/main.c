@@ -7,6 +7,7 @@
 #include "common/enroll.h"
 #include "common/probe.h"
 #include "worker/commands.h"
+#include "worker/receipts.h"
 
 static int cmd_ping(int argc, char **argv) {
   return an_probe_main("archnet-worker", ARCHNET__ROLE__ROLE_WORKER, argc, argv);
@@ -23,6 +24,8 @@ static const an_subcommand_t commands[] = {
     {"run", "lease tasks, train on their encoded data, return models (the daemon)",
      an_worker_run},
     {"status", "show what the daemon is doing", an_worker_status},
+    {"receipts", "list the signed payment receipts kept, each checked again",
+     an_worker_receipts},
     {"onnx-run", "run an ONNX model on a .npy array and print top-1 labels",
      an_worker_onnx_run},
 };

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/small_file.h"
 #include "tests/support/broker_fixture.h"
 #include "tests/support/testutil.h"
 
@@ -133,6 +134,26 @@ START_TEST(test_killed_worker_loses_the_task) {
   ck_assert_int_eq(an_test_wait(b, 300000), 0);
   ck_assert_str_eq(task_state(&s), "accepted");
   ck_assert_int_eq(an_test_broker_balance(&s.b, "walt"), 900);
+  /* Walt kept the broker's signed receipt; it verifies with the pin, and a
+   * receipt edited to claim more does not. */
+  char cache[800], receipt[900];
+  snprintf(cache, sizeof cache, "%s/cache-b", s.b.dir);
+  char *list[] = {(char *)an_test_bin("ARCHNET_WORKER"), "receipts", "--cache", cache,
+                  "--credentials", (char *)s.w2, NULL};
+  an_test_expect_run(list, 0, "900", NULL);
+  an_test_expect_run(list, 0, " ok", NULL);
+  snprintf(receipt, sizeof receipt, "%s/receipts/task-1.json", cache);
+  char *text = an_small_file_read(receipt, 1 << 16);
+  ck_assert_ptr_nonnull(text);
+  char *amount = strstr(text, "\"amount\": 900");
+  ck_assert_msg(amount, "%s", text);
+  amount[11] = '9'; /* 900 -> 990 */
+  FILE *f = fopen(receipt, "w");
+  ck_assert_ptr_nonnull(f);
+  fputs(text, f);
+  fclose(f);
+  free(text);
+  an_test_expect_run(list, 1, "BAD", NULL);
   char *bad[] = {(char *)an_test_bin("ARCHNET_WORKER"), "run", "--optimizer", "lbfgs", NULL};
   an_test_expect_run(bad, 2, NULL, "--optimizer is adam or sgd");
   ck_assert_int_eq(an_test_broker_balance(&s.b, "wanda"), 0);
