@@ -500,6 +500,15 @@ int an_blobstore_put(an_blobstore_t *b, const char *digest, uint64_t offset, con
     goto done;
   }
   if (!(u = an_upload_find(b, digest))) {
+    uint64_t size = 0;
+    if (an_blobstore_has(b, digest, &size)) {
+      /* Another connection finished the same blob first (two publishers
+       * with one dataset, or a retry racing its original): whatever this
+       * chunk holds, the verified blob is in place. */
+      *next = size;
+      *complete = 1;
+      goto done;
+    }
     an_set_err(err, errlen, "no upload of blob %s is in progress; begin it (again)", digest);
     rc = AN_ENOTFOUND;
     goto done;

@@ -52,7 +52,9 @@ int an_blobstore_begin(an_blobstore_t *b, const char *digest, uint64_t size, uin
  * (a wrong whole-file digest: AN_EFORMAT, and the partial file is dropped).
  * Also AN_ETOOBIG (a chunk over max_chunk_bytes or past the declared size),
  * AN_ENOSPACE (the floor), AN_ENOTFOUND (no upload of `digest` begun in
- * this process, or evicted: begin it again). */
+ * this process, or evicted: begin it again). A chunk for a blob that is
+ * already complete (another upload of the same content won the race) is
+ * answered *complete = 1, *next = its size, without looking at it. */
 int an_blobstore_put(an_blobstore_t *b, const char *digest, uint64_t offset, const void *data,
                      size_t len, const uint8_t chunk_sha256[32], uint64_t *next, int *complete,
                      char *err, size_t errlen);

@@ -199,6 +199,47 @@ START_TEST(test_many_chunks) {
 }
 END_TEST
 
+/* Two uploads of one new blob, interleaved: the one behind is told where
+ * the verified end is, and once the other completes the blob, its late
+ * chunks are answered "complete" (it must not be told the upload is gone). */
+START_TEST(test_two_uploads_of_one_blob) {
+  fixture_t f;
+  size_t len = 300000, chunk = 100000;
+  uint8_t *data = random_bytes(len, 9);
+  char digest[65], err[512];
+  uint64_t offset = 1, next = 0;
+  int complete = 0;
+  fixture_init(&f);
+  sha256sum_bytes(&f, data, len, digest);
+  an_blobstore_t *b = open_store(&f, &(an_blobstore_limits_t){.min_free_bytes = 1});
+  uint8_t d0[32];
+  chunk_digest(data, chunk, d0);
+  ck_assert_int_eq(an_blobstore_begin(b, digest, len, &offset, err, sizeof err), 0); /* A */
+  ck_assert_int_eq(an_blobstore_begin(b, digest, len, &offset, err, sizeof err), 0); /* B */
+  ck_assert_uint_eq(offset, 0);
+  ck_assert_int_eq(put_ok(b, digest, 0, data, chunk), 0); /* A's first chunk */
+  /* B's first chunk, now behind: resume at A's end. */
+  ck_assert_int_eq(an_blobstore_put(b, digest, 0, data, chunk, d0, &next, &complete, err,
+                                    sizeof err),
+                   AN_ESTATE);
+  ck_assert_uint_eq(next, chunk);
+  put_range(b, digest, data, chunk, len, chunk, len); /* A finishes */
+  expect_complete(&f, b, digest, data, len);
+  /* B's next chunk arrives after the blob is in place. */
+  uint8_t d1[32];
+  chunk_digest(data + chunk, chunk, d1);
+  ck_assert_int_eq(an_blobstore_put(b, digest, chunk, data + chunk, chunk, d1, &next, &complete,
+                                    err, sizeof err),
+                   0);
+  ck_assert_int_eq(complete, 1);
+  ck_assert_uint_eq(next, len);
+  expect_complete(&f, b, digest, data, len);
+  an_blobstore_close(b);
+  fixture_done(&f);
+  free(data);
+}
+END_TEST
+
 START_TEST(test_empty_blob) {
   fixture_t f;
   char digest[65], err[512];
@@ -619,6 +660,7 @@ static Suite *blobstore_suite(void) {
   tcase_set_timeout(tc, 60);
   tcase_add_test(tc, test_one_chunk);
   tcase_add_test(tc, test_many_chunks);
+  tcase_add_test(tc, test_two_uploads_of_one_blob);
   tcase_add_test(tc, test_empty_blob);
   tcase_add_test(tc, test_resume_after_reopen);
   tcase_add_test(tc, test_whole_partial_after_crash);
