@@ -8,7 +8,10 @@ a parser of the Prometheus text exposition format (version 0.0.4) written
 here from the format's specification. EXPECT_JSON holds what the C test put
 into the store and the live counters. When /usr/bin/node exists the
 dashboard's script is also run against the live endpoint, with a minimal
-stand-in for the browser's DOM, and the tables it renders are checked.
+stand-in for the browser's DOM, and the tables it renders are checked; when
+/usr/bin/chromium exists (Debian's, installed by ./archnet setup) the page is
+loaded in it, headless, and the DOM the real browser rendered is checked the
+same way.
 Exits 0 if every check passes; otherwise prints the first failure, exit 1.
 """
 import html.parser
@@ -378,6 +381,10 @@ def check_dashboard(base, expect):
         check_dashboard_renders(base, expect, html)
     else:
         print("note: /usr/bin/node not found, the dashboard's script was not run")
+    if os.path.exists("/usr/bin/chromium"):
+        check_dashboard_in_browser(base, expect)
+    else:
+        print("note: /usr/bin/chromium not found, the dashboard was not loaded in a browser")
     return body
 
 
@@ -436,32 +443,112 @@ def check_dashboard_renders(base, expect, html):
         shown = json.loads(run.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
         raise CheckFailed(f"dashboard stub printed no tables: {run.stdout!r} {run.stderr!r}")
+    check_shown(shown, expect, "dashboard")
+
+
+class RenderedPage(html.parser.HTMLParser):
+    """What a browser rendered: the text of the elements the dashboard fills
+    (by id), the rows of its tables, and the class of the status line."""
+    FILLED = {"updated", "counts", "live", "ledger"}
+    TABLES = {"tasks", "workers", "balances"}
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.stack = []  # (tag, id of the filled element or table we are in)
+        self.text = {k: [] for k in self.FILLED}
+        self.rows = {k: [] for k in self.TABLES}
+        self.updated_class = None
+        self.cell = None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        inside = self.stack[-1][1] if self.stack else None
+        if a.get("id") in self.FILLED or a.get("id") in self.TABLES:
+            inside = a["id"]
+            if inside == "updated":
+                self.updated_class = a.get("class")
+        if tag in TagBalance.VOID:
+            return
+        self.stack.append((tag, inside))
+        if inside in self.TABLES and tag == "tr" and self.stack[-2][0] == "tbody":
+            self.rows[inside].append([])
+        elif inside in self.TABLES and tag == "td" and self.rows[inside]:
+            self.cell = []
+        elif inside in self.FILLED and inside not in ("updated",) and tag in ("span", "p"):
+            self.text[inside].append("")
+
+    def handle_endtag(self, tag):
+        if not self.stack:
+            return
+        _, inside = self.stack.pop()
+        if tag == "td" and self.cell is not None and inside in self.TABLES:
+            self.rows[inside][-1].append("".join(self.cell))
+            self.cell = None
+
+    def handle_data(self, data):
+        inside = self.stack[-1][1] if self.stack else None
+        if self.cell is not None:
+            self.cell.append(data)
+        elif inside == "updated":
+            self.text["updated"].append(data)
+        elif inside in self.FILLED and self.text[inside]:
+            self.text[inside][-1] += data
+
+
+def check_dashboard_in_browser(base, expect):
+    """Loads the dashboard in Debian's Chromium (headless), lets its script
+    fetch the API and fill the page, and checks the DOM it rendered."""
+    with tempfile.TemporaryDirectory() as profile:
+        run = subprocess.run(
+            ["/usr/bin/chromium", "--headless=new", "--no-sandbox", "--disable-gpu",
+             "--no-first-run", "--disable-extensions", f"--user-data-dir={profile}",
+             # Virtual time runs the first refresh (and its fetches) to the
+             # end, but not the next one, five seconds later.
+             "--virtual-time-budget=4000", "--dump-dom", base + "/"],
+            capture_output=True, text=True, timeout=120)
+    check(run.returncode == 0 and "</html>" in run.stdout,
+          f"chromium could not render the dashboard: {run.stderr[-2000:]}")
+    page = RenderedPage()
+    page.feed(run.stdout)
+    page.close()
+    shown = {
+        "updated": "".join(page.text["updated"]).strip(),
+        "updatedClass": page.updated_class,
+        "tasks": page.rows["tasks"], "workers": page.rows["workers"],
+        "balances": page.rows["balances"], "ledger": page.text["ledger"],
+        "counts": page.text["counts"], "live": page.text["live"],
+    }
+    check_shown(shown, expect, "dashboard in chromium")
+
+
+def check_shown(shown, expect, where):
+    """The tables and lines the dashboard filled hold what the store has."""
     check(shown["updated"].startswith("updated ") and shown["updatedClass"] == "muted",
-          f"dashboard status line: {shown['updated']!r}")
+          f"{where}: status line: {shown['updated']!r}")
     tasks = sorted(expect["tasks"].items(), key=lambda kv: -int(kv[0]))[:100]
     check([row[0] for row in shown["tasks"]] == [k for k, _ in tasks],
-          f"dashboard task ids {[row[0] for row in shown['tasks']]}")
+          f"{where}: task ids {[row[0] for row in shown['tasks']]}")
     check([row[1] for row in shown["tasks"]] == [t["state"] for _, t in tasks],
-          "dashboard task states")
+          f"{where}: task states")
     workers = {k: n for k, n in expect["nodes"].items() if n["role"] == "worker"}
-    check(sorted(row[0] for row in shown["workers"]) == sorted(workers), "dashboard workers")
+    check(sorted(row[0] for row in shown["workers"]) == sorted(workers), f"{where}: workers")
     for row in shown["workers"]:
         want = workers[row[0]]
         # Names are shown as text, exactly, whatever characters they hold.
         check(row[1] == want["name"] and row[4] == str(want["balance"]) and
               row[2] == ("revoked" if want["revoked"] else "active"),
-              f"dashboard worker row {row}")
-        check(row[3] == ", ".join(str(t) for t in want["holding"]), f"dashboard holding {row}")
+              f"{where}: worker row {row}")
+        check(row[3] == ", ".join(str(t) for t in want["holding"]), f"{where}: holding {row}")
     check(sorted(row[0] for row in shown["balances"]) == sorted(expect["nodes"]),
-          "dashboard balances")
+          f"{where}: balances")
     verdict = "Ledger consistent" if expect["consistent"] else "Ledger invariant violated: "
     check(len(shown["ledger"]) == 1 and shown["ledger"][0].startswith(verdict) and
-          f"escrow {expect['escrow']}," in shown["ledger"][0], f"dashboard ledger {shown['ledger']}")
+          f"escrow {expect['escrow']}," in shown["ledger"][0], f"{where}: ledger {shown['ledger']}")
     for state in STATES:
-        check(f"{state}: {expect['counts'][state]}" in shown["counts"], f"dashboard counts {state}")
+        check(f"{state}: {expect['counts'][state]}" in shown["counts"], f"{where}: counts {state}")
     if expect["stats"]:
         check(f"connections open: {expect['stats']['connections_open']}" in shown["live"],
-              f"dashboard live counters {shown['live']}")
+              f"{where}: live counters {shown['live']}")
 
 
 def check_errors(base):
