@@ -486,15 +486,21 @@ done:
 }
 
 int an_blobstore_put(an_blobstore_t *b, const char *digest, uint64_t offset, const void *data,
-                     size_t len, const uint8_t chunk_sha256[32], uint64_t *next, int *complete,
-                     char *err, size_t errlen) {
+                     size_t len, const uint8_t *chunk_sha256, const uint8_t *prefix_sha256,
+                     uint64_t *next, int *complete, char *err, size_t errlen) {
   uint8_t raw[EVP_MAX_MD_SIZE];
   unsigned int n = 0;
   an_upload_t *u = NULL;
+  EVP_MD_CTX *ahead = NULL; /* the running hash with this chunk, until it is kept */
   int rc = 0;
 
   *next = 0;
   *complete = 0;
+  if (!chunk_sha256 && !prefix_sha256) {
+    an_set_err(err, errlen, "a chunk needs its digest or the blob's digest up to its end");
+    rc = UV_EINVAL;
+    goto done;
+  }
   if (!an_digest_ok(digest)) {
     rc = an_bad_digest(err, errlen);
     goto done;
@@ -528,16 +534,44 @@ int an_blobstore_put(an_blobstore_t *b, const char *digest, uint64_t offset, con
     rc = AN_ETOOBIG;
     goto done;
   }
-  if (EVP_Digest(data, len, raw, &n, b->sha256, NULL) != 1 || n != 32) {
-    an_set_err(err, errlen, "SHA-256 failed on a chunk of blob %s", digest);
+  if (chunk_sha256) {
+    if (EVP_Digest(data, len, raw, &n, b->sha256, NULL) != 1 || n != 32) {
+      an_set_err(err, errlen, "SHA-256 failed on a chunk of blob %s", digest);
+      rc = UV_EIO;
+      goto done;
+    }
+    if (CRYPTO_memcmp(raw, chunk_sha256, 32) != 0) {
+      an_set_err(err, errlen, "chunk at offset %llu of blob %s does not match its digest",
+                 (unsigned long long)offset, digest);
+      rc = AN_EFORMAT;
+      goto done;
+    }
+  }
+  /* The running hash advanced over this chunk, on a copy: it replaces the
+   * upload's only once the chunk is on disk. */
+  if (!(ahead = EVP_MD_CTX_new()) || EVP_MD_CTX_copy_ex(ahead, u->sha) != 1 ||
+      EVP_DigestUpdate(ahead, data, len) != 1) {
+    an_set_err(err, errlen, "SHA-256 failed on blob %s", digest);
     rc = UV_EIO;
     goto done;
   }
-  if (CRYPTO_memcmp(raw, chunk_sha256, 32) != 0) {
-    an_set_err(err, errlen, "chunk at offset %llu of blob %s does not match its digest",
-               (unsigned long long)offset, digest);
-    rc = AN_EFORMAT;
-    goto done;
+  if (prefix_sha256) {
+    EVP_MD_CTX *peek = EVP_MD_CTX_new();
+    int ok = peek && EVP_MD_CTX_copy_ex(peek, ahead) == 1 &&
+             EVP_DigestFinal_ex(peek, raw, &n) == 1 && n == 32;
+    EVP_MD_CTX_free(peek);
+    if (!ok) {
+      an_set_err(err, errlen, "SHA-256 failed on blob %s", digest);
+      rc = UV_EIO;
+      goto done;
+    }
+    if (CRYPTO_memcmp(raw, prefix_sha256, 32) != 0) {
+      an_set_err(err, errlen,
+                 "blob %s up to byte %llu does not match the digest sent with that chunk", digest,
+                 (unsigned long long)(offset + len));
+      rc = AN_EFORMAT;
+      goto done;
+    }
   }
   if ((rc = an_check_floor(b, len, err, errlen)) != 0)
     goto done;
@@ -552,12 +586,9 @@ int an_blobstore_put(an_blobstore_t *b, const char *digest, uint64_t offset, con
       an_upload_release(u);
     goto done;
   }
-  if (EVP_DigestUpdate(u->sha, data, len) != 1) {
-    an_set_err(err, errlen, "SHA-256 failed on blob %s", digest);
-    an_upload_release(u); /* the chunk is on disk: the next begin() re-hashes it */
-    rc = UV_EIO;
-    goto done;
-  }
+  EVP_MD_CTX_free(u->sha);
+  u->sha = ahead;
+  ahead = NULL;
   u->end += len;
   b->bytes += len;
   *next = u->end;
@@ -566,6 +597,7 @@ int an_blobstore_put(an_blobstore_t *b, const char *digest, uint64_t offset, con
     *complete = rc == 0;
   }
 done:
+  EVP_MD_CTX_free(ahead);
   return rc;
 }
 

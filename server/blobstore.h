@@ -12,9 +12,8 @@
  * into place (and the directory fsynced). Quotas: a maximum blob size and a
  * free-disk floor under which new bytes are refused.
  *
- * Used from one thread (the broker's loop); chunks are small, so hashing
- * them there is cheap. Hashing a resumed partial file happens once, when
- * its upload is resumed after a restart. */
+ * Used from one thread (the broker's loop). Hashing a resumed partial
+ * file happens once, when its upload is resumed after a restart. */
 #ifndef AN_SERVER_BLOBSTORE_H
 #define AN_SERVER_BLOBSTORE_H
 
@@ -47,7 +46,10 @@ int an_blobstore_begin(an_blobstore_t *b, const char *digest, uint64_t size, uin
 
 /* Appends one chunk at `offset` (must equal the verified end: else
  * AN_ESTATE, and *next says where to resume). `chunk_sha256` is the chunk's
- * raw 32-byte digest (mismatch: AN_EFORMAT, nothing written). *next = the
+ * raw 32-byte digest, `prefix_sha256` that of the blob's bytes [0, offset
+ * + len); either may be NULL, not both (UV_EINVAL); given ones must match
+ * (mismatch: AN_EFORMAT, nothing written). The prefix digest costs no
+ * extra pass: the upload's running hash is checked as it advances. *next = the
  * new verified end; *complete = 1 once the blob is whole and verified
  * (a wrong whole-file digest: AN_EFORMAT, and the partial file is dropped).
  * Also AN_ETOOBIG (a chunk over max_chunk_bytes or past the declared size),
@@ -56,8 +58,8 @@ int an_blobstore_begin(an_blobstore_t *b, const char *digest, uint64_t size, uin
  * already complete (another upload of the same content won the race) is
  * answered *complete = 1, *next = its size, without looking at it. */
 int an_blobstore_put(an_blobstore_t *b, const char *digest, uint64_t offset, const void *data,
-                     size_t len, const uint8_t chunk_sha256[32], uint64_t *next, int *complete,
-                     char *err, size_t errlen);
+                     size_t len, const uint8_t *chunk_sha256, const uint8_t *prefix_sha256,
+                     uint64_t *next, int *complete, char *err, size_t errlen);
 
 /* 1 and its size if the complete blob exists, else 0. */
 int an_blobstore_has(an_blobstore_t *b, const char *digest, uint64_t *size);

@@ -581,11 +581,15 @@ static int an_on_put_chunk(an_service_t *svc, an_session_t *s, const Archnet__En
   if (!task)
     return an_session_error(s, req->request_id, ARCHNET__ERROR__CODE__FORBIDDEN,
                             "send BeginBlob for this blob first");
-  if (pc->chunk_sha256.len != 32)
+  if ((pc->chunk_sha256.len != 0 && pc->chunk_sha256.len != 32) ||
+      (pc->prefix_sha256.len != 0 && pc->prefix_sha256.len != 32) ||
+      (pc->chunk_sha256.len == 0 && pc->prefix_sha256.len == 0))
     return an_session_error(s, req->request_id, ARCHNET__ERROR__CODE__BAD_REQUEST,
-                            "chunk_sha256 must be 32 bytes");
+                            "a chunk needs chunk_sha256 or prefix_sha256, of 32 bytes");
   rc = an_blobstore_put(svc->p.blobs, pc->sha256, pc->offset, pc->data.data, pc->data.len,
-                        pc->chunk_sha256.data, &next, &complete, err, sizeof err);
+                        pc->chunk_sha256.len ? pc->chunk_sha256.data : NULL,
+                        pc->prefix_sha256.len ? pc->prefix_sha256.data : NULL, &next, &complete,
+                        err, sizeof err);
   if (rc == AN_ESTATE) /* out of order: tell where to resume */
     return an_send_offset(s, req->request_id, next, 0);
   if (rc)

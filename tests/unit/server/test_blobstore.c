@@ -93,7 +93,7 @@ static int put_ok(an_blobstore_t *b, const char *digest, uint64_t offset, const 
   int complete = -1, rc;
   char err[512] = "";
   chunk_digest(data, len, sha);
-  rc = an_blobstore_put(b, digest, offset, data, len, sha, &next, &complete, err, sizeof err);
+  rc = an_blobstore_put(b, digest, offset, data, len, sha, NULL, &next, &complete, err, sizeof err);
   ck_assert_msg(rc == 0, "put at %llu: %s (%s)", (unsigned long long)offset, err,
                 an_err_name(rc));
   ck_assert_uint_eq(next, offset + len);
@@ -219,7 +219,7 @@ START_TEST(test_two_uploads_of_one_blob) {
   ck_assert_uint_eq(offset, 0);
   ck_assert_int_eq(put_ok(b, digest, 0, data, chunk), 0); /* A's first chunk */
   /* B's first chunk, now behind: resume at A's end. */
-  ck_assert_int_eq(an_blobstore_put(b, digest, 0, data, chunk, d0, &next, &complete, err,
+  ck_assert_int_eq(an_blobstore_put(b, digest, 0, data, chunk, d0, NULL, &next, &complete, err,
                                     sizeof err),
                    AN_ESTATE);
   ck_assert_uint_eq(next, chunk);
@@ -228,11 +228,82 @@ START_TEST(test_two_uploads_of_one_blob) {
   /* B's next chunk arrives after the blob is in place. */
   uint8_t d1[32];
   chunk_digest(data + chunk, chunk, d1);
-  ck_assert_int_eq(an_blobstore_put(b, digest, chunk, data + chunk, chunk, d1, &next, &complete,
+  ck_assert_int_eq(an_blobstore_put(b, digest, chunk, data + chunk, chunk, d1, NULL, &next, &complete,
                                     err, sizeof err),
                    0);
   ck_assert_int_eq(complete, 1);
   ck_assert_uint_eq(next, len);
+  expect_complete(&f, b, digest, data, len);
+  an_blobstore_close(b);
+  fixture_done(&f);
+  free(data);
+}
+END_TEST
+
+/* The digest of the blob's first `end` bytes, raw, from sha256sum. */
+static void prefix_digest(const fixture_t *f, const uint8_t *data, size_t end, uint8_t out[32]) {
+  char hex[65];
+  sha256sum_bytes(f, data, end, hex);
+  for (int i = 0; i < 32; i++) {
+    unsigned v = 0;
+    ck_assert_int_eq(sscanf(hex + 2 * i, "%2x", &v), 1);
+    out[i] = (uint8_t)v;
+  }
+}
+
+/* Chunks checked by the running hash (the digest of everything up to their
+ * end) instead of their own digest, alone or with it; a wrong one of
+ * either is refused before anything is written; one is needed. */
+START_TEST(test_prefix_digests) {
+  fixture_t f;
+  size_t len = 250000, chunk = 60000;
+  uint8_t *data = random_bytes(len, 11), pre[32], own[32];
+  char digest[65], err[512], path[600];
+  uint64_t offset = 1, next = 0;
+  int complete = 0;
+  fixture_init(&f);
+  sha256sum_bytes(&f, data, len, digest);
+  an_blobstore_t *b = open_store(&f, &(an_blobstore_limits_t){.min_free_bytes = 1});
+  ck_assert_int_eq(an_blobstore_begin(b, digest, len, &offset, err, sizeof err), 0);
+  partial_path(&f, digest, path, sizeof path);
+  /* Neither digest. */
+  ck_assert_int_eq(an_blobstore_put(b, digest, 0, data, chunk, NULL, NULL, &next, &complete, err,
+                                    sizeof err),
+                   UV_EINVAL);
+  /* A prefix digest of other bytes: the first chunk's own digest. */
+  chunk_digest(data, chunk / 2, pre);
+  ck_assert_int_eq(an_blobstore_put(b, digest, 0, data, chunk, NULL, pre, &next, &complete, err,
+                                    sizeof err),
+                   AN_EFORMAT);
+  ck_assert_int_eq(file_size(path), 0);
+  /* Right prefix, wrong own digest: still refused. */
+  prefix_digest(&f, data, chunk, pre);
+  chunk_digest(data + 1, chunk, own);
+  ck_assert_int_eq(an_blobstore_put(b, digest, 0, data, chunk, own, pre, &next, &complete, err,
+                                    sizeof err),
+                   AN_EFORMAT);
+  ck_assert_int_eq(file_size(path), 0);
+  /* Both right, then prefix only, then own only, then prefix only. */
+  chunk_digest(data, chunk, own);
+  ck_assert_int_eq(an_blobstore_put(b, digest, 0, data, chunk, own, pre, &next, &complete, err,
+                                    sizeof err),
+                   0);
+  prefix_digest(&f, data, 2 * chunk, pre);
+  ck_assert_int_eq(an_blobstore_put(b, digest, chunk, data + chunk, chunk, NULL, pre, &next,
+                                    &complete, err, sizeof err),
+                   0);
+  ck_assert_uint_eq(next, 2 * chunk);
+  ck_assert_int_eq(put_ok(b, digest, 2 * chunk, data + 2 * chunk, chunk), 0);
+  an_blobstore_close(b);
+  /* After a restart the running hash is rebuilt from the file. */
+  b = open_store(&f, &(an_blobstore_limits_t){.min_free_bytes = 1});
+  ck_assert_int_eq(an_blobstore_begin(b, digest, len, &offset, err, sizeof err), 0);
+  ck_assert_uint_eq(offset, 3 * chunk);
+  prefix_digest(&f, data, len, pre);
+  ck_assert_int_eq(an_blobstore_put(b, digest, 3 * chunk, data + 3 * chunk, len - 3 * chunk, NULL,
+                                    pre, &next, &complete, err, sizeof err),
+                   0);
+  ck_assert_int_eq(complete, 1);
   expect_complete(&f, b, digest, data, len);
   an_blobstore_close(b);
   fixture_done(&f);
@@ -284,7 +355,7 @@ START_TEST(test_resume_after_reopen) {
     uint64_t next = 7;
     int complete = 7;
     chunk_digest(data + half, chunk, sha);
-    ck_assert_int_eq(an_blobstore_put(b, digest, half, data + half, chunk, sha, &next,
+    ck_assert_int_eq(an_blobstore_put(b, digest, half, data + half, chunk, sha, NULL, &next,
                                       &complete, err, sizeof err),
                      AN_ENOTFOUND);
     ck_assert_int_eq(complete, 0);
@@ -350,7 +421,7 @@ START_TEST(test_wrong_chunk_digest) {
 
   /* The digest of other bytes, then of the right bytes with one bit flipped. */
   chunk_digest(data + 2 * chunk, chunk, sha);
-  ck_assert_int_eq(an_blobstore_put(b, digest, chunk, data + chunk, chunk, sha, &next,
+  ck_assert_int_eq(an_blobstore_put(b, digest, chunk, data + chunk, chunk, sha, NULL, &next,
                                     &complete, err, sizeof err),
                    AN_EFORMAT);
   ck_assert_msg(strstr(err, "digest") != NULL, "no reason given: %s", err);
@@ -358,7 +429,7 @@ START_TEST(test_wrong_chunk_digest) {
   ck_assert_int_eq(complete, 0);
   chunk_digest(data + chunk, chunk, sha);
   sha[31] ^= 1;
-  ck_assert_int_eq(an_blobstore_put(b, digest, chunk, data + chunk, chunk, sha, &next,
+  ck_assert_int_eq(an_blobstore_put(b, digest, chunk, data + chunk, chunk, sha, NULL, &next,
                                     &complete, err, sizeof err),
                    AN_EFORMAT);
   /* Nothing was written, and the upload goes on from where it was. */
@@ -392,7 +463,7 @@ START_TEST(test_out_of_order) {
   for (size_t i = 0; i < sizeof wrong / sizeof wrong[0]; i++) {
     chunk_digest(data + wrong[i], chunk, sha);
     next = 12345;
-    ck_assert_int_eq(an_blobstore_put(b, digest, wrong[i], data + wrong[i], chunk, sha, &next,
+    ck_assert_int_eq(an_blobstore_put(b, digest, wrong[i], data + wrong[i], chunk, sha, NULL, &next,
                                       &complete, err, sizeof err),
                      AN_ESTATE);
     ck_assert_uint_eq(next, 2 * chunk); /* where to resume */
@@ -423,7 +494,7 @@ START_TEST(test_wrong_whole_digest) {
   ck_assert_int_eq(an_blobstore_begin(b, digest, len, &offset, err, sizeof err), 0);
   put_range(b, digest, data, 0, 2 * chunk, chunk, len);
   chunk_digest(data + 2 * chunk, chunk, sha);
-  ck_assert_int_eq(an_blobstore_put(b, digest, 2 * chunk, data + 2 * chunk, chunk, sha, &next,
+  ck_assert_int_eq(an_blobstore_put(b, digest, 2 * chunk, data + 2 * chunk, chunk, sha, NULL, &next,
                                     &complete, err, sizeof err),
                    AN_EFORMAT);
   ck_assert_int_eq(complete, 0);
@@ -474,7 +545,7 @@ START_TEST(test_bad_digest_strings) {
     ck_assert_msg(an_blobstore_begin(b, bad[i], 1, &offset, err, sizeof err) == UV_EINVAL,
                   "begin accepted '%s'", bad[i]);
     ck_assert_msg(err[0] != '\0', "no reason for '%s'", bad[i]);
-    ck_assert_int_eq(an_blobstore_put(b, bad[i], 0, "x", 1, sha, &next, &complete, err,
+    ck_assert_int_eq(an_blobstore_put(b, bad[i], 0, "x", 1, sha, NULL, &next, &complete, err,
                                       sizeof err),
                      UV_EINVAL);
     ck_assert_int_eq(an_blobstore_has(b, bad[i], NULL), 0);
@@ -524,20 +595,20 @@ START_TEST(test_size_limits) {
                                      });
   /* One byte over the maximum blob size: refused before anything exists. */
   ck_assert_int_eq(an_blobstore_begin(b, big, len + 1, &offset, err, sizeof err), AN_ETOOBIG);
-  ck_assert_int_eq(an_blobstore_put(b, big, 0, data, 400, sha, &next, &complete, err,
+  ck_assert_int_eq(an_blobstore_put(b, big, 0, data, 400, sha, NULL, &next, &complete, err,
                                     sizeof err),
                    AN_ENOTFOUND);
   ck_assert_int_eq(an_blobstore_begin(b, digest, len, &offset, err, sizeof err), 0);
   /* A chunk over the chunk limit, whatever its digest. */
   chunk_digest(data, 401, sha);
-  ck_assert_int_eq(an_blobstore_put(b, digest, 0, data, 401, sha, &next, &complete, err,
+  ck_assert_int_eq(an_blobstore_put(b, digest, 0, data, 401, sha, NULL, &next, &complete, err,
                                     sizeof err),
                    AN_ETOOBIG);
   ck_assert_int_eq(file_size(partial), 0);
   put_range(b, digest, data, 0, 800, 400, len);
   /* A chunk that runs past the declared size. */
   chunk_digest(data + 800, 201, sha);
-  ck_assert_int_eq(an_blobstore_put(b, digest, 800, data + 800, 201, sha, &next, &complete,
+  ck_assert_int_eq(an_blobstore_put(b, digest, 800, data + 800, 201, sha, NULL, &next, &complete,
                                     err, sizeof err),
                    AN_ETOOBIG);
   ck_assert_uint_eq(next, 800);
@@ -586,7 +657,7 @@ START_TEST(test_free_disk_floor) {
   ck_assert_int_eq(an_blobstore_begin(b, digest, len, &offset, err, sizeof err), 0);
   ck_assert_uint_eq(offset, 2 * chunk);
   chunk_digest(data + 2 * chunk, chunk, sha);
-  ck_assert_int_eq(an_blobstore_put(b, digest, 2 * chunk, data + 2 * chunk, chunk, sha, &next,
+  ck_assert_int_eq(an_blobstore_put(b, digest, 2 * chunk, data + 2 * chunk, chunk, sha, NULL, &next,
                                     &complete, err, sizeof err),
                    AN_ENOSPACE);
   ck_assert_uint_eq(next, 2 * chunk);
@@ -631,7 +702,7 @@ START_TEST(test_many_uploads_evicted) {
     uint64_t next = 0;
     int complete = 0;
     chunk_digest(d + HALF, LEN - HALF, sha);
-    int rc = an_blobstore_put(b, digests[i], HALF, d + HALF, LEN - HALF, sha, &next, &complete,
+    int rc = an_blobstore_put(b, digests[i], HALF, d + HALF, LEN - HALF, sha, NULL, &next, &complete,
                               err, sizeof err);
     if (rc == AN_ENOTFOUND) {
       evicted++;
@@ -661,6 +732,7 @@ static Suite *blobstore_suite(void) {
   tcase_add_test(tc, test_one_chunk);
   tcase_add_test(tc, test_many_chunks);
   tcase_add_test(tc, test_two_uploads_of_one_blob);
+  tcase_add_test(tc, test_prefix_digests);
   tcase_add_test(tc, test_empty_blob);
   tcase_add_test(tc, test_resume_after_reopen);
   tcase_add_test(tc, test_whole_partial_after_crash);
