@@ -31,6 +31,7 @@ struct an_session {
   struct {
     char digest[65];
     uint64_t task;
+    int done;       /* complete: first to go when room is needed */
   } uploads[16];    /* blobs BeginBlob authorized on this connection */
   int n_uploads;
 };
@@ -62,30 +63,43 @@ int an_session_error(an_session_t *s, uint64_t request_id, Archnet__Error__Code 
   return an_wire_send_error(an_session_out(s), request_id, code, "%s", msg);
 }
 
+/* Forgets grant i. */
+static void an_session_drop_upload(an_session_t *s, int i) {
+  memmove(&s->uploads[i], &s->uploads[i + 1],
+          (size_t)(s->n_uploads - i - 1) * sizeof s->uploads[0]);
+  s->n_uploads--;
+}
+
 int an_session_allow_upload(an_session_t *s, const char *digest, uint64_t task_id) {
   for (int i = 0; i < s->n_uploads; i++)
     if (strcmp(s->uploads[i].digest, digest) == 0) {
       s->uploads[i].task = task_id;
+      s->uploads[i].done = 0;
       return 0;
     }
   if (s->n_uploads == (int)(sizeof s->uploads / sizeof s->uploads[0])) {
-    /* Full: the oldest grant goes (its upload can begin again). */
-    memmove(&s->uploads[0], &s->uploads[1], (size_t)(s->n_uploads - 1) * sizeof s->uploads[0]);
-    s->n_uploads--;
+    /* Full: the oldest finished grant goes, else the oldest (its upload
+     * can begin again). */
+    int victim = 0;
+    for (int i = 0; i < s->n_uploads; i++)
+      if (s->uploads[i].done) {
+        victim = i;
+        break;
+      }
+    an_session_drop_upload(s, victim);
   }
   snprintf(s->uploads[s->n_uploads].digest, sizeof s->uploads[0].digest, "%s", digest);
+  s->uploads[s->n_uploads].done = 0;
   s->uploads[s->n_uploads++].task = task_id;
   return 0;
 }
 
 void an_session_upload_done(an_session_t *s, const char *digest) {
+  /* Kept, marked: pipelined chunks of it may still be on their way, and
+   * must be answered "complete", not "not allowed". */
   for (int i = 0; i < s->n_uploads; i++)
-    if (strcmp(s->uploads[i].digest, digest) == 0) {
-      memmove(&s->uploads[i], &s->uploads[i + 1],
-              (size_t)(s->n_uploads - i - 1) * sizeof s->uploads[0]);
-      s->n_uploads--;
-      return;
-    }
+    if (strcmp(s->uploads[i].digest, digest) == 0)
+      s->uploads[i].done = 1;
 }
 
 uint64_t an_session_upload_task(const an_session_t *s, const char *digest) {

@@ -43,8 +43,9 @@ int an_session_error(an_session_t *s, uint64_t request_id, Archnet__Error__Code 
 
 /* Uploads this connection may send chunks for, after BeginBlob authorized
  * them: allow records (digest, task); upload_task returns the task, or 0
- * if the digest was not begun here; upload_done forgets a finished one.
- * 16 at a time: beyond that the oldest grant is dropped (BeginBlob again). */
+ * if the digest was not begun here; upload_done marks a finished one (late
+ * pipelined chunks of it are still answered). 16 at a time: beyond that
+ * the oldest finished grant is dropped, else the oldest (BeginBlob again). */
 int an_session_allow_upload(an_session_t *s, const char *digest, uint64_t task_id);
 uint64_t an_session_upload_task(const an_session_t *s, const char *digest);
 void an_session_upload_done(an_session_t *s, const char *digest);

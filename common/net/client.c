@@ -14,6 +14,14 @@
 #include "common/net/tls.h"
 #include "common/net/wire.h"
 
+/* A reply frame kept until an_client_reply takes it. */
+typedef struct an_reply {
+  struct an_reply *next;
+  uint64_t id;
+  size_t len;
+  uint8_t data[];
+} an_reply_t;
+
 struct an_client {
   uv_loop_t loop;
   uv_timer_t timer;
@@ -23,10 +31,9 @@ struct an_client {
   int close_status;
   int timed_out;
   uint64_t timeout_ms;
-  uint64_t next_id;
-  uint64_t wait_id;     /* request id we are waiting for; 0 = none */
-  uint8_t *reply;       /* copy of the reply frame for wait_id */
-  size_t reply_len;
+  uint64_t next_id;     /* the last request id given out */
+  uint64_t taken_id;    /* replies up to this id were taken or given up */
+  an_reply_t *head, *tail; /* replies not yet taken, in arrival order */
   char *broker_software;
   uint64_t session_id;
   char peer_error[256]; /* TLS detail captured at close */
@@ -39,28 +46,27 @@ static void an_client_on_ready(an_conn_t *conn) {
 
 static int an_client_on_frame(an_conn_t *conn, const uint8_t *payload, size_t len) {
   an_client_t *c = an_conn_data(conn);
-  an_arena_t scratch;
-  Archnet__Envelope *env;
-  int rc = 0;
-
-  if (c->reply || c->wait_id == 0)
-    return 0; /* nothing asked for: broker-initiated messages come later */
-  an_arena_init(&scratch, 0, (size_t)len * 8 + 65536);
-  env = an_wire_unpack(&scratch, payload, len);
-  if (!env) {
-    rc = AN_EPROTO; /* a broker that sends garbage is not one to talk to */
-  } else if (env->request_id == c->wait_id) {
-    c->reply = malloc(len ? len : 1);
-    if (!c->reply) {
-      rc = UV_ENOMEM;
-    } else {
-      if (len)
-        memcpy(c->reply, payload, len);
-      c->reply_len = len;
-    }
-  }
-  an_arena_destroy(&scratch);
-  return rc;
+  uint64_t id = 0;
+  if (an_wire_peek_request_id(payload, len, &id) != 0)
+    return AN_EPROTO; /* a broker that sends garbage is not one to talk to */
+  /* Only replies to requests in flight; broker-initiated messages (id 0)
+   * and replies given up on are dropped. */
+  if (id <= c->taken_id || id > c->next_id)
+    return 0;
+  an_reply_t *r = malloc(sizeof *r + len);
+  if (!r)
+    return UV_ENOMEM;
+  r->next = NULL;
+  r->id = id;
+  r->len = len;
+  if (len)
+    memcpy(r->data, payload, len);
+  if (c->tail)
+    c->tail->next = r;
+  else
+    c->head = r;
+  c->tail = r;
+  return 0;
 }
 
 static void an_client_on_close(an_conn_t *conn, int status) {
@@ -75,14 +81,31 @@ static void an_client_on_timer(uv_timer_t *t) {
   c->timed_out = 1;
 }
 
-/* Runs the loop until *flag is set, the connection closes, or time is up. */
-static int an_client_wait(an_client_t *c, const int *flag, const uint8_t *const *ptr) {
+/* Frees the kept replies older than `id`: their requests were given up. */
+static void an_client_drop_before(an_client_t *c, uint64_t id) {
+  while (c->head && c->head->id < id) {
+    an_reply_t *r = c->head;
+    c->head = r->next;
+    free(r);
+  }
+  if (!c->head)
+    c->tail = NULL;
+}
+
+/* Runs the loop until *flag is set, the reply to `id` (if not 0) is kept,
+ * the connection closes, or time is up. */
+static int an_client_wait(an_client_t *c, const int *flag, uint64_t id) {
   c->timed_out = 0;
   uv_timer_start(&c->timer, an_client_on_timer, c->timeout_ms, 0);
-  while (!(flag && *flag) && !(ptr && *ptr) && c->conn && !c->timed_out)
+  for (;;) {
+    if (id)
+      an_client_drop_before(c, id);
+    if ((flag && *flag) || (id && c->head && c->head->id == id) || !c->conn || c->timed_out)
+      break;
     uv_run(&c->loop, UV_RUN_ONCE);
+  }
   uv_timer_stop(&c->timer);
-  if ((flag && *flag) || (ptr && *ptr))
+  if ((flag && *flag) || (id && c->head && c->head->id == id))
     return 0;
   if (c->timed_out)
     return UV_ETIMEDOUT;
@@ -102,43 +125,63 @@ static void an_client_describe(an_client_t *c, int rc, const char *what, char *e
     snprintf(err, errlen, "%s: %s", what, an_strerror(rc));
 }
 
-int an_client_call(an_client_t *c, Archnet__Envelope *req, an_arena_t *arena,
-                   Archnet__Envelope **reply, char *err, size_t errlen) {
-  Archnet__Envelope *env;
+int an_client_send(an_client_t *c, Archnet__Envelope *req, uint64_t *id, char *err,
+                   size_t errlen) {
   int rc;
-
-  *reply = NULL;
   if (!c->conn) {
     snprintf(err, errlen, "not connected to the broker");
     return AN_ECLOSED;
   }
   req->request_id = ++c->next_id;
-  c->wait_id = req->request_id;
   if ((rc = an_wire_send(c->conn, req)) != 0) {
     an_client_describe(c, rc, "cannot send request", err, errlen);
-    goto done;
+    return rc;
   }
-  if ((rc = an_client_wait(c, NULL, (const uint8_t *const *)&c->reply)) != 0) {
+  *id = req->request_id;
+  return 0;
+}
+
+int an_client_reply(an_client_t *c, uint64_t id, an_arena_t *arena, Archnet__Envelope **reply,
+                    char *err, size_t errlen) {
+  Archnet__Envelope *env;
+  int rc;
+  *reply = NULL;
+  if (id <= c->taken_id || id > c->next_id) {
+    snprintf(err, errlen, "no request %llu is waiting for its reply", (unsigned long long)id);
+    return UV_EINVAL;
+  }
+  if ((rc = an_client_wait(c, NULL, id)) != 0) {
     an_client_describe(c, rc, "no reply from the broker", err, errlen);
-    goto done;
+    return rc;
   }
-  env = an_wire_unpack(arena, c->reply, c->reply_len);
+  an_reply_t *r = c->head;
+  c->head = r->next;
+  if (!c->head)
+    c->tail = NULL;
+  c->taken_id = id;
+  env = an_wire_unpack(arena, r->data, r->len);
+  free(r);
   if (!env) {
     snprintf(err, errlen, "the broker's reply could not be decoded");
-    rc = AN_EPROTO;
-    goto done;
+    return AN_EPROTO;
   }
   *reply = env;
   if (env->body_case == ARCHNET__ENVELOPE__BODY_ERROR) {
     snprintf(err, errlen, "broker: %s (%s)", env->error->message ? env->error->message : "",
              an_wire_error_name(env->error->code));
-    rc = AN_EREMOTE;
+    return AN_EREMOTE;
   }
-done:
-  free(c->reply);
-  c->reply = NULL;
-  c->wait_id = 0;
-  return rc;
+  return 0;
+}
+
+int an_client_call(an_client_t *c, Archnet__Envelope *req, an_arena_t *arena,
+                   Archnet__Envelope **reply, char *err, size_t errlen) {
+  uint64_t id = 0;
+  int rc;
+  *reply = NULL;
+  if ((rc = an_client_send(c, req, &id, err, errlen)) != 0)
+    return rc;
+  return an_client_reply(c, id, arena, reply, err, errlen);
 }
 
 static int an_client_hello(an_client_t *c, const an_client_params_t *p, char *err,
@@ -208,7 +251,7 @@ int an_client_connect(const an_client_params_t *p, an_client_t **out, char *err,
     goto fail;
   rc = an_conn_connect(&c->loop, (struct sockaddr *)&addr, c->tls, &cp, &cb, c, &c->conn);
   snprintf(what, sizeof what, "cannot connect to %s", p->broker);
-  if (rc != 0 || (rc = an_client_wait(c, &c->ready, NULL)) != 0) {
+  if (rc != 0 || (rc = an_client_wait(c, &c->ready, 0)) != 0) {
     an_client_describe(c, rc, what, err, errlen);
     goto fail;
   }
@@ -267,6 +310,6 @@ void an_client_close(an_client_t *c) {
   uv_loop_close(&c->loop);
   an_tls_ctx_free(c->tls);
   free(c->broker_software);
-  free(c->reply);
+  an_client_drop_before(c, UINT64_MAX);
   free(c);
 }

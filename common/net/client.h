@@ -1,8 +1,10 @@
 /* A blocking client for the broker, for command-line tools and tests.
  *
  * It runs its own private libuv loop, so calls block the calling thread and
- * nothing else: connect (TCP, TLS with the broker's pin, Hello), then one
- * request at a time, each answered by the reply with the same request id.
+ * nothing else: connect (TCP, TLS with the broker's pin, Hello), then
+ * requests, each answered by the reply with the same request id: one at a
+ * time (an_client_call), or several in flight (an_client_send and
+ * an_client_reply).
  * As with any libuv program, the process should ignore SIGPIPE, so that a
  * vanished broker is an error code rather than a fatal signal. */
 #ifndef AN_CLIENT_H
@@ -43,6 +45,17 @@ int an_client_connect(const an_client_params_t *params, an_client_t **out, char 
  * the message goes to `err` and AN_EREMOTE is returned. */
 int an_client_call(an_client_t *c, Archnet__Envelope *req, an_arena_t *arena,
                    Archnet__Envelope **reply, char *err, size_t errlen);
+
+/* The two halves of an_client_call, for pipelining: several requests in
+ * flight on one connection (the broker answers a connection's requests in
+ * order). an_client_send assigns the request id (returned in *id) and
+ * sends without waiting; an_client_reply waits for the reply to `id` and
+ * unpacks it as an_client_call does. Replies of earlier requests not yet
+ * taken are dropped when a later one is taken: the caller gave up on them. */
+int an_client_send(an_client_t *c, Archnet__Envelope *req, uint64_t *id, char *err,
+                   size_t errlen);
+int an_client_reply(an_client_t *c, uint64_t id, an_arena_t *arena, Archnet__Envelope **reply,
+                    char *err, size_t errlen);
 
 /* Round trip of a Ping; the time it took in nanoseconds. */
 int an_client_ping(an_client_t *c, uint64_t *rtt_ns, char *err, size_t errlen);

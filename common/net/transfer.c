@@ -77,17 +77,59 @@ static int an_call(an_client_t *c, Archnet__Envelope *req, an_arena_t *arena,
   return 0;
 }
 
+/* Chunks of an upload in flight at once: while the broker checks and
+ * stores one, the next ones are already on the wire and this side is
+ * reading and hashing the one after. */
+#define AN_TRANSFER_WINDOW 4
+
+typedef struct an_flight {
+  uint64_t id;  /* the PutBlobChunk's request id */
+  uint64_t end; /* the verified end the broker should answer */
+} an_flight_t;
+
+/* A fresh running SHA-256 of the first `upto` bytes of fd (where an
+ * upload resumes), read through buf. */
+static int an_hash_prefix(int fd, const char *path, uint8_t *buf, size_t cap, uint64_t upto,
+                          EVP_MD_CTX *run, char *err, size_t errlen) {
+  if (EVP_DigestInit_ex(run, EVP_sha256(), NULL) != 1) {
+    snprintf(err, errlen, "SHA-256 is not available");
+    return UV_ENOMEM;
+  }
+  for (uint64_t at = 0; at < upto;) {
+    size_t n = upto - at < cap ? (size_t)(upto - at) : cap;
+    if (pread(fd, buf, n, (off_t)at) != (ssize_t)n) {
+      snprintf(err, errlen, "%s changed while it was being uploaded", path);
+      return AN_EFORMAT;
+    }
+    EVP_DigestUpdate(run, buf, n);
+    at += n;
+  }
+  return 0;
+}
+
+/* The running hash's digest so far, leaving it running. */
+static int an_hash_peek(const EVP_MD_CTX *run, uint8_t out[32]) {
+  EVP_MD_CTX *peek = EVP_MD_CTX_new();
+  unsigned n = 0;
+  int ok = peek && EVP_MD_CTX_copy_ex(peek, run) == 1 && EVP_DigestFinal_ex(peek, out, &n) == 1 &&
+           n == 32;
+  EVP_MD_CTX_free(peek);
+  return ok ? 0 : UV_ENOMEM;
+}
+
 int an_transfer_upload(an_client_t *c, uint64_t task_id, const char *path, const char *sha256,
                        uint64_t size, uint32_t chunk_bytes, an_transfer_progress progress,
                        void *arg, char *err, size_t errlen) {
   Archnet__Envelope req = ARCHNET__ENVELOPE__INIT, *reply;
   Archnet__BeginBlob bb = ARCHNET__BEGIN_BLOB__INIT;
   Archnet__BlobRef ref = ARCHNET__BLOB_REF__INIT;
+  an_flight_t flights[AN_TRANSFER_WINDOW];
+  size_t first = 0, in_flight = 0;
   an_arena_t arena;
-  uint8_t *buf = NULL, digest[EVP_MAX_MD_SIZE];
-  unsigned dl;
+  uint8_t *buf = NULL, prefix[32];
+  EVP_MD_CTX *run = NULL;
   int fd = -1, rc;
-  uint64_t offset;
+  uint64_t acked, sent;
 
   if (!chunk_bytes)
     chunk_bytes = AN_TRANSFER_CHUNK_DEFAULT;
@@ -101,7 +143,7 @@ int an_transfer_upload(an_client_t *c, uint64_t task_id, const char *path, const
   if ((rc = an_call(c, &req, &arena, ARCHNET__ENVELOPE__BODY_BLOB_OFFSET, &reply, err,
                     errlen)) != 0)
     goto done;
-  offset = reply->blob_offset->offset;
+  acked = sent = reply->blob_offset->offset;
   if (reply->blob_offset->complete) {
     if (progress)
       progress(size, size, arg);
@@ -112,50 +154,88 @@ int an_transfer_upload(an_client_t *c, uint64_t task_id, const char *path, const
     snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
     goto done;
   }
-  if (!(buf = malloc(chunk_bytes))) {
+  if (!(buf = malloc(chunk_bytes)) || !(run = EVP_MD_CTX_new())) {
     rc = UV_ENOMEM;
     snprintf(err, errlen, "out of memory");
     goto done;
   }
-  while (offset < size) {
-    Archnet__PutBlobChunk pc = ARCHNET__PUT_BLOB_CHUNK__INIT;
-    size_t n = size - offset < chunk_bytes ? (size_t)(size - offset) : chunk_bytes;
-    if (pread(fd, buf, n, (off_t)offset) != (ssize_t)n) {
-      rc = AN_EFORMAT;
-      snprintf(err, errlen, "%s changed while it was being uploaded", path);
+  if (acked > size) {
+    rc = AN_EPROTO;
+    snprintf(err, errlen, "the broker holds more of the blob than its size");
+    goto done;
+  }
+  if ((rc = an_hash_prefix(fd, path, buf, chunk_bytes, acked, run, err, errlen)) != 0)
+    goto done;
+  while (acked < size) {
+    /* Fill the window. Each chunk carries the digest of the blob up to its
+     * end, which the broker checks against its own running hash. */
+    while (in_flight < AN_TRANSFER_WINDOW && sent < size) {
+      Archnet__PutBlobChunk pc = ARCHNET__PUT_BLOB_CHUNK__INIT;
+      size_t n = size - sent < chunk_bytes ? (size_t)(size - sent) : chunk_bytes;
+      uint64_t id = 0;
+      if (pread(fd, buf, n, (off_t)sent) != (ssize_t)n) {
+        rc = AN_EFORMAT;
+        snprintf(err, errlen, "%s changed while it was being uploaded", path);
+        goto done;
+      }
+      if (EVP_DigestUpdate(run, buf, n) != 1 || an_hash_peek(run, prefix) != 0) {
+        rc = UV_ENOMEM;
+        snprintf(err, errlen, "SHA-256 failed");
+        goto done;
+      }
+      pc.sha256 = (char *)sha256;
+      pc.offset = sent;
+      pc.data.data = buf;
+      pc.data.len = n;
+      pc.prefix_sha256.data = prefix;
+      pc.prefix_sha256.len = sizeof prefix;
+      memset(&req, 0, sizeof req);
+      archnet__envelope__init(&req);
+      req.body_case = ARCHNET__ENVELOPE__BODY_PUT_BLOB_CHUNK;
+      req.put_blob_chunk = &pc;
+      /* Sent means packed into the connection: buf is free again. */
+      if ((rc = an_client_send(c, &req, &id, err, errlen)) != 0)
+        goto done;
+      sent += n;
+      flights[(first + in_flight++) % AN_TRANSFER_WINDOW] = (an_flight_t){id, sent};
+    }
+    an_flight_t f = flights[first];
+    first = (first + 1) % AN_TRANSFER_WINDOW;
+    in_flight--;
+    an_arena_reset(&arena);
+    if ((rc = an_client_reply(c, f.id, &arena, &reply, err, errlen)) != 0)
+      goto done;
+    if (reply->body_case != ARCHNET__ENVELOPE__BODY_BLOB_OFFSET) {
+      rc = AN_EPROTO;
+      snprintf(err, errlen, "unexpected reply from the broker");
       goto done;
     }
-    EVP_Digest(buf, n, digest, &dl, EVP_sha256(), NULL);
-    pc.sha256 = (char *)sha256;
-    pc.offset = offset;
-    pc.data.data = buf;
-    pc.data.len = n;
-    pc.chunk_sha256.data = digest;
-    pc.chunk_sha256.len = 32;
-    memset(&req, 0, sizeof req);
-    archnet__envelope__init(&req);
-    req.body_case = ARCHNET__ENVELOPE__BODY_PUT_BLOB_CHUNK;
-    req.put_blob_chunk = &pc;
-    an_arena_reset(&arena);
-    if ((rc = an_call(c, &req, &arena, ARCHNET__ENVELOPE__BODY_BLOB_OFFSET, &reply, err,
-                      errlen)) != 0)
+    uint64_t at = reply->blob_offset->offset;
+    if (reply->blob_offset->complete) {
+      acked = size;
+    } else if (at == f.end) {
+      acked = at;
+    } else if (at > size) {
+      rc = AN_EPROTO;
+      snprintf(err, errlen, "the broker holds more of the blob than its size");
       goto done;
-    /* The broker says where its verified end is: normally offset + n. */
-    offset = reply->blob_offset->offset;
+    } else {
+      /* The broker's verified end is elsewhere (another upload of the same
+       * blob moved it): start again from there. The chunks still in
+       * flight will be refused; their replies are dropped. */
+      in_flight = 0;
+      acked = sent = at;
+      if ((rc = an_hash_prefix(fd, path, buf, chunk_bytes, acked, run, err, errlen)) != 0)
+        goto done;
+    }
     if (progress)
-      progress(offset, size, arg);
-    if (reply->blob_offset->complete)
-      break;
-  }
-  if (offset < size) {
-    rc = AN_EPROTO;
-    snprintf(err, errlen, "the broker stopped the upload at %llu of %llu bytes",
-             (unsigned long long)offset, (unsigned long long)size);
+      progress(acked, size, arg);
   }
 done:
   if (fd >= 0)
     close(fd);
   free(buf);
+  EVP_MD_CTX_free(run);
   an_arena_destroy(&arena);
   return rc;
 }

@@ -1,7 +1,9 @@
 /* Moving blobs (datasets, models) between a node and the broker over a
  * connected client: content-addressed by SHA-256, in chunks that each
- * carry their own digest, resumable. An upload asks the broker where to
- * resume (its verified end) and sends from there; a download appends to
+ * carry a digest, resumable. An upload asks the broker where to resume
+ * (its verified end) and sends from there, several chunks in flight, each
+ * with the SHA-256 of the blob up to its end (checked by the broker's
+ * running hash, so neither side hashes a byte twice); a download appends to
  * PATH.part, so a rerun continues where the last one stopped, checks every
  * chunk, and renames the file into place only once the whole SHA-256
  * matches. */

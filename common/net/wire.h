@@ -24,6 +24,13 @@ int an_wire_send_error(an_conn_t *c, uint64_t request_id, Archnet__Error__Code c
  * cap; a NULL is the peer's fault, never a crash. */
 Archnet__Envelope *an_wire_unpack(an_arena_t *arena, const uint8_t *payload, size_t len);
 
+/* An Envelope's request_id (field 1) read straight off its wire bytes,
+ * without unpacking the body (a megabyte chunk need not be copied to learn
+ * whose reply it is). 0 with *id set (0 when absent); AN_EPROTO if the
+ * top-level fields do not parse. Only the protobuf wire format is read:
+ * the full an_wire_unpack still validates the message. */
+int an_wire_peek_request_id(const uint8_t *payload, size_t len, uint64_t *id);
+
 /* "hello", "ping", ... for logs; "none" when no body is set. */
 const char *an_wire_body_name(const Archnet__Envelope *env);
 

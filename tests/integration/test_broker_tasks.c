@@ -21,6 +21,7 @@
 #include "common/credentials.h"
 #include "common/error.h"
 #include "common/receipt.h"
+#include "common/small_file.h"
 #include "common/net/client.h"
 #include "common/net/transfer.h"
 #include "common/nn/model.h"
@@ -467,6 +468,60 @@ START_TEST(test_kill9_mid_upload) {
 }
 END_TEST
 
+/* Two publishers submit the same (large) dataset at the same moment: both
+ * uploads share the one blob being written, the one behind is moved along
+ * to the broker's verified end or told the blob is complete, and both
+ * tasks end up queued, each paid for by its own publisher. */
+START_TEST(test_same_dataset_two_publishers_at_once) {
+  broker_t b;
+  char pub[700], pub2[700], data[700], data2[700], model[800], big[800], err[1024];
+  broker_init(&b);
+  broker_start(&b);
+  enroll(&b, "publisher", "alice", pub, sizeof pub);
+  enroll(&b, "publisher", "bob", pub2, sizeof pub2);
+  free(admin(&b, "topup", "1", "1000"));
+  free(admin(&b, "topup", "2", "1000"));
+  snprintf(data, sizeof data, "%s/enc", b.dir);
+  snprintf(data2, sizeof data2, "%s/enc2", b.dir);
+  snprintf(model, sizeof model, "%s/model.onnx", b.dir);
+  make_dataset(data, model);
+  snprintf(big, sizeof big, "%s/train_x.npy", data);
+  int64_t shape[4] = {30000, 3, 8, 8};
+  float *x = calloc(30000 * 192, sizeof *x);
+  ck_assert_ptr_nonnull(x);
+  for (int i = 0; i < 30000 * 192; i++)
+    x[i] = (float)(i % 89);
+  ck_assert(an_npy_write(big, AN_NPY_F32, 4, shape, x, err, sizeof err) == 0);
+  free(x);
+  char copy[2000];
+  snprintf(copy, sizeof copy, "cp -r %s %s", data, data2);
+  ck_assert_int_eq(system(copy), 0);
+  char log1[800], log2[800];
+  snprintf(log1, sizeof log1, "%s/submit1.log", b.dir);
+  snprintf(log2, sizeof log2, "%s/submit2.log", b.dir);
+  char *s1[] = {(char *)bin("ARCHNET_PUBLISHER"), "submit", "--credentials", pub, "--data",
+                data, "--bounty", "1000", "--min-accuracy", "0", NULL};
+  char *s2[] = {(char *)bin("ARCHNET_PUBLISHER"), "submit", "--credentials", pub2, "--data",
+                data2, "--bounty", "1000", "--min-accuracy", "0", NULL};
+  pid_t p1 = an_test_spawn(s1, log1), p2 = an_test_spawn(s2, log2);
+  int st1 = an_test_wait(p1, 120000), st2 = an_test_wait(p2, 120000);
+  char *l1 = an_small_file_read(log1, 1 << 20), *l2 = an_small_file_read(log2, 1 << 20);
+  ck_assert_msg(st1 == 0 && st2 == 0, "submit exits %d and %d:\n%s\n---\n%s", st1, st2,
+                l1 ? l1 : "", l2 ? l2 : "");
+  free(l1);
+  free(l2);
+  char *tasks = admin(&b, "tasks", NULL, NULL);
+  const char *q1 = strstr(tasks, "queued");
+  ck_assert_msg(q1 && strstr(q1 + 1, "queued"), "two tasks queued:\n%s", tasks);
+  free(tasks);
+  ck_assert_int_eq(balance_of(&b, "alice"), 0);
+  ck_assert_int_eq(balance_of(&b, "bob"), 0);
+  ledger_ok(&b);
+  broker_stop(&b, SIGTERM);
+  broker_free(&b);
+}
+END_TEST
+
 /* Waits until the broker's log has `text`. */
 static int log_has(const char *log, const char *text, int seconds) {
   for (int i = 0; i < seconds * 10; i++) {
@@ -523,6 +578,7 @@ static Suite *broker_tasks_suite(void) {
   tcase_add_test(tc, test_lease_expires_to_another_worker);
   tcase_add_test(tc, test_cancel_and_rejection);
   tcase_add_test(tc, test_kill9_mid_upload);
+  tcase_add_test(tc, test_same_dataset_two_publishers_at_once);
   tcase_add_test(tc, test_sighup_reloads_config);
   tcase_set_timeout(tc, 600);
   suite_add_tcase(s, tc);

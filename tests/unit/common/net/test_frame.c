@@ -205,11 +205,65 @@ static int unpack_garbage(void *ctx, const uint8_t *payload, size_t len) {
   an_arena_t *arena = ctx;
   /* Whatever the bytes, decoding yields an Envelope or NULL, never a crash. */
   Archnet__Envelope *env = an_wire_unpack(arena, payload, len);
-  if (env)
+  uint64_t id = 0;
+  int peeked = an_wire_peek_request_id(payload, len, &id);
+  if (env) {
     (void)an_wire_body_name(env);
+    /* What protobuf-c parsed, the peek reads the same way. */
+    ck_assert_int_eq(peeked, 0);
+    ck_assert_uint_eq(id, env->request_id);
+  }
   an_arena_reset(arena);
   return 0;
 }
+
+/* The request id read off the wire bytes equals what protobuf-c packed,
+ * whatever the body, and cut-short bytes never read past their end. */
+START_TEST(test_peek_request_id) {
+  static const uint64_t ids[] = {0, 1, 127, 128, 300, 1ull << 32, UINT64_MAX};
+  uint8_t *data = calloc(1, 1 << 20);
+  ck_assert_ptr_nonnull(data);
+  for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++) {
+    for (int body = 0; body < 3; body++) {
+      Archnet__Envelope env = ARCHNET__ENVELOPE__INIT;
+      Archnet__Ping ping = ARCHNET__PING__INIT;
+      Archnet__PutBlobChunk pc = ARCHNET__PUT_BLOB_CHUNK__INIT;
+      env.request_id = ids[i];
+      if (body == 1) {
+        ping.nonce = 0xfeedfacecafebeefull;
+        env.body_case = ARCHNET__ENVELOPE__BODY_PING;
+        env.ping = &ping;
+      } else if (body == 2) {
+        pc.sha256 = "ab";
+        pc.offset = 5;
+        pc.data.data = data;
+        pc.data.len = 1 << 20;
+        env.body_case = ARCHNET__ENVELOPE__BODY_PUT_BLOB_CHUNK;
+        env.put_blob_chunk = &pc;
+      }
+      size_t len = archnet__envelope__get_packed_size(&env);
+      uint8_t *packed = malloc(len);
+      ck_assert_ptr_nonnull(packed);
+      archnet__envelope__pack(&env, packed);
+      uint64_t got = 7;
+      ck_assert_int_eq(an_wire_peek_request_id(packed, len, &got), 0);
+      ck_assert_uint_eq(got, ids[i]);
+      /* Every cut of the small ones, and a few of the big one (ASan
+       * watches the reads). */
+      for (size_t cut = 0; cut < len; cut += len > 4096 ? 4093 : 1) {
+        uint8_t *copy = malloc(cut ? cut : 1);
+        ck_assert_ptr_nonnull(copy);
+        memcpy(copy, packed, cut);
+        int rc = an_wire_peek_request_id(copy, cut, &got);
+        ck_assert(rc == 0 || rc == AN_EPROTO);
+        free(copy);
+      }
+      free(packed);
+    }
+  }
+  free(data);
+}
+END_TEST
 
 START_TEST(test_garbage) {
   uint64_t rng = 7;
@@ -248,6 +302,7 @@ static Suite *frame_suite(void) {
   tcase_add_test(tc, test_announced_size_not_reserved);
   tcase_add_test(tc, test_callback_stops_feed);
   tcase_add_test(tc, test_garbage);
+  tcase_add_test(tc, test_peek_request_id);
   tcase_set_timeout(tc, 120);
   suite_add_tcase(s, tc);
   return s;
