@@ -12,12 +12,15 @@
 # costs nothing) repeats the lease cycles to show what the disk costs. Every
 # process and directory it made is removed on exit.
 #
-# Knobs (environment): WORKERS (8), TASKS (1500), FULL_TASKS (200),
-# IDLE_COUNTS (1000,10000), UPLOAD_SIZE (1G), CHUNKS (1M,4M,16M).
+# Knobs (environment): WORKERS (8), MANY_WORKERS (64), TASKS (1500),
+# MANY_TASKS (6000), FULL_TASKS (200), IDLE_COUNTS (1000,10000),
+# UPLOAD_SIZE (1G), CHUNKS (1M,4M,16M).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORKERS=${WORKERS:-8}
+MANY_WORKERS=${MANY_WORKERS:-64}
 TASKS=${TASKS:-1500}
+MANY_TASKS=${MANY_TASKS:-6000}
 FULL_TASKS=${FULL_TASKS:-200}
 IDLE_COUNTS=${IDLE_COUNTS:-1000,10000}
 UPLOAD_SIZE=${UPLOAD_SIZE:-1G}
@@ -89,17 +92,20 @@ enroll() {
   echo "$dir/$name.credentials"
 }
 
-# setup_nodes DIR: a funded publisher and $WORKERS workers; sets publisher
-# and workers (a comma-separated list of credentials files).
+# setup_nodes DIR: a funded publisher and $MANY_WORKERS workers; sets
+# publisher, workers (the first $WORKERS credentials files, comma-separated)
+# and many_workers (all of them).
 setup_nodes() {
   local dir=$1 node
   publisher=$(enroll "$dir" publisher pub)
   node=$(sed -n 's/.*"node_id": *\([0-9]*\).*/\1/p' "$publisher")
   "$broker_bin" topup --data-dir "$dir/data" "$node" 1000000000 >/dev/null
-  workers=
-  for i in $(seq "$WORKERS"); do
-    workers=${workers:+$workers,}$(enroll "$dir" worker "w$i")
+  workers= many_workers=
+  for i in $(seq "$MANY_WORKERS"); do
+    many_workers=${many_workers:+$many_workers,}$(enroll "$dir" worker "w$i")
+    [ "$i" -eq "$WORKERS" ] && workers=$many_workers
   done
+  [ -n "$workers" ] || workers=$many_workers
 }
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -115,6 +121,10 @@ setup_nodes "$disk_dir"
   --work "$work" --tasks 300 --seconds 10 --broker-pid "$broker_pid"
 "$load" cycles --label durable --publisher "$publisher" --workers "$workers" \
   --work "$work" --tasks "$TASKS" --seconds 30 --broker-pid "$broker_pid"
+# Many workers at once: their requests share the group commits (one fsync
+# per turn of the broker's loop).
+"$load" cycles --label durable --publisher "$publisher" --workers "$many_workers" \
+  --work "$work" --tasks "$MANY_TASKS" --seconds 30 --broker-pid "$broker_pid"
 "$load" cycles --label durable --publisher "$publisher" --workers "$workers" \
   --work "$work" --tasks "$FULL_TASKS" --seconds 60 --models --broker-pid "$broker_pid"
 "$load" upload --publisher "$publisher" --work "$work" --size "$UPLOAD_SIZE" \
@@ -131,6 +141,8 @@ start_broker "$shm_dir"
 setup_nodes "$shm_dir"
 "$load" cycles --label "tmpfs (not durable)" --publisher "$publisher" --workers "$workers" \
   --work "$work" --tasks "$TASKS" --seconds 30 --broker-pid "$broker_pid"
+"$load" cycles --label "tmpfs (not durable)" --publisher "$publisher" --workers "$many_workers" \
+  --work "$work" --tasks "$MANY_TASKS" --seconds 30 --broker-pid "$broker_pid"
 "$load" cycles --label "tmpfs (not durable)" --publisher "$publisher" --workers "$workers" \
   --work "$work" --tasks "$FULL_TASKS" --seconds 60 --models --broker-pid "$broker_pid"
 "$load" upload --publisher "$publisher" --work "$work" --size "$UPLOAD_SIZE" \
