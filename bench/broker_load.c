@@ -1081,7 +1081,7 @@ static int cmd_idle(int argc, char **argv) {
          p.ready, (double)(polled - base) / (double)p.ready,
          ((double)polled - (double)before_poll) / (double)p.ready);
   printf("| this generator's RSS per session (client side, for scale) | %.1f KiB | one "
-         "an_conn_t each (64 KiB read buffer) |\n",
+         "an_conn_t each, with a read buffer of its own |\n",
          (double)(rss_kib(0) - self_base) / (double)p.ready);
   if (pub) {
     if (time_unrunnable_submits(pub, &tw, 5, &submit_parked, err, sizeof err) != 0)

@@ -22,6 +22,8 @@ struct an_broker {
   uint64_t next_session_id;
   int stopping;
   int listener_closed;
+  /* One read buffer for every session: the loop reads one at a time. */
+  uint8_t *read_buffer;
 };
 
 static void an_broker_count(an_broker_t *b, atomic_uint_fast64_t *counter) {
@@ -60,6 +62,7 @@ static void an_broker_on_connection(uv_stream_t *server, int status) {
       .idle_timeout_ms = b->params.idle_timeout_ms,
       .await_established = 1, /* TLS and Hello within the handshake timeout */
       .pause_reads_at = 4u << 20,
+      .read_buffer = b->read_buffer,
   };
   an_session_env_t env = {
       .max_frame = b->params.max_frame,
@@ -127,7 +130,10 @@ int an_broker_start(uv_loop_t *loop, const an_broker_params_t *params, an_broker
   if ((rc = an_addr_resolve(params->listen, &addr, err, errlen)) != 0)
     return rc;
   b = calloc(1, sizeof *b);
-  if (!b || !(b->listen_copy = strdup(params->listen))) {
+  if (!b || !(b->listen_copy = strdup(params->listen)) ||
+      !(b->read_buffer = malloc(AN_CONN_READ_BUFFER))) {
+    if (b)
+      free(b->listen_copy);
     free(b);
     snprintf(err, errlen, "out of memory");
     return UV_ENOMEM;
@@ -158,6 +164,7 @@ fail:
   uv_close((uv_handle_t *)&b->listener, NULL);
   uv_run(loop, UV_RUN_NOWAIT);
   free(b->listen_copy);
+  free(b->read_buffer);
   free(b);
   return rc;
 }
@@ -192,5 +199,6 @@ void an_broker_free(an_broker_t *b) {
     return;
   }
   free(b->listen_copy);
+  free(b->read_buffer);
   free(b);
 }

@@ -224,26 +224,36 @@ static int an_send_no_lease(an_session_t *s, uint64_t id) {
   return an_session_send(s, &env);
 }
 
+/* Whether a worker with `caps` can run even the least demanding of the
+ * queued tasks (a necessary condition only: the store decides). */
+static int an_may_run_some(const an_worker_caps_t *caps, const an_queued_t *q) {
+  return caps->memory_bytes >= q->min_memory && (caps->gpu || !q->all_need_gpu) &&
+         (caps->max_input_elems == 0 || caps->max_input_elems >= q->min_input_elems);
+}
+
 /* Work may have appeared: serve waiting workers in arrival order. Each
  * grant takes one queued task and nothing queues one meanwhile, so once as
  * many grants as there were queued tasks are made, the rest of a long list
- * of parked polls need not be asked. */
+ * of parked polls need not be asked; nor need a poll whose worker could
+ * not run even the least demanding queued task. */
 static void an_wake_waiters(an_service_t *svc) {
   an_list_t *it, *next;
-  int64_t queued = 0;
-  if (an_store_queued(svc->p.store, &queued) != 0)
-    queued = INT64_MAX; /* cannot tell: ask every waiter, as is always correct */
-  for (it = svc->waiters.next; it != &svc->waiters && queued > 0; it = next) {
+  an_queued_t q;
+  if (an_store_queued(svc->p.store, &q) != 0) /* cannot tell: ask every waiter */
+    q = (an_queued_t){.tasks = INT64_MAX, .min_memory = 0, .min_input_elems = 0};
+  for (it = svc->waiters.next; it != &svc->waiters && q.tasks > 0; it = next) {
     waiter_t *w = AN_CONTAINER_OF(it, waiter_t, link);
     an_task_t t;
     next = it->next;
+    if (!an_may_run_some(&w->caps, &q))
+      continue;
     int rc = an_store_lease_next(svc->p.store, (int64_t)an_session_node(w->session), &w->caps,
                                  an_now_s(), &t);
     if (rc == AN_ENOTFOUND)
       continue;
     if (rc == 0) {
       an_send_lease(svc, w->session, w->request_id, &t);
-      queued--;
+      q.tasks--;
     } else
       an_reply_rc(w->session, w->request_id, rc, "lease");
     an_waiter_drop(w);

@@ -241,7 +241,8 @@ static const char *const an_stmt_sql[ST_COUNT] = {
     [ST_TASK_NEXT_IN_STATE] = "SELECT " AN_TASK_COLUMNS
                               " FROM tasks WHERE state = ?2 AND id > ?1 ORDER BY id LIMIT 1",
     [ST_TASK_COUNTS] = "SELECT state, COUNT(*) FROM tasks GROUP BY state",
-    [ST_TASK_QUEUED] = "SELECT COUNT(*) FROM tasks WHERE state = 1",
+    [ST_TASK_QUEUED] = "SELECT COUNT(*), MIN(min_memory), MIN(needs_gpu), MIN(input_elems)"
+                       " FROM tasks WHERE state = 1",
     [ST_TASK_SET_STATE] = "UPDATE tasks SET state = ?2, updated = ?3 WHERE id = ?1",
     [ST_TASK_END_LEASE] = "UPDATE tasks SET state = ?2, worker = NULL, lease_deadline = 0,"
                           " progress = 0, reason = ?3, updated = ?4 WHERE id = ?1",
@@ -1411,9 +1412,17 @@ int an_store_validating(an_store_t *s, int (*cb)(const an_task_t *t, void *arg),
   return an_store_task_walk(s, ST_TASK_NEXT_IN_STATE, AN_TASK_VALIDATING, cb, arg);
 }
 
-int an_store_queued(an_store_t *s, int64_t *n) {
+int an_store_queued(an_store_t *s, an_queued_t *out) {
   sqlite3_stmt *st = an_store_stmt(s, ST_TASK_QUEUED);
-  return st ? an_store_int64(s, st, n) : AN_EDB;
+  int rc = st ? an_store_row(s, st) : AN_EDB;
+  if (rc != 1)
+    return rc == 0 ? an_store_corrupt(s, "COUNT returned no row", 0) : rc;
+  out->tasks = sqlite3_column_int64(st, 0);
+  out->min_memory = sqlite3_column_int64(st, 1);
+  out->all_need_gpu = sqlite3_column_int64(st, 2) != 0;
+  out->min_input_elems = sqlite3_column_int64(st, 3);
+  sqlite3_reset(st);
+  return 0;
 }
 
 int an_store_task_counts(an_store_t *s, int64_t counts[AN_TASK_STATE_COUNT]) {

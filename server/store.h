@@ -164,8 +164,15 @@ int an_store_tasks(an_store_t *s, int64_t publisher, int (*cb)(const an_task_t *
 /* Counts by state, for metrics. */
 int an_store_task_counts(an_store_t *s, int64_t counts[AN_TASK_STATE_COUNT]);
 
-/* How many tasks are queued (an index lookup, cheap). */
-int an_store_queued(an_store_t *s, int64_t *n);
+/* The queued tasks at a glance (an index scan of the queued ones): how
+ * many, and the least any of them asks of a worker. */
+typedef struct an_queued {
+  int64_t tasks;
+  int64_t min_memory;      /* the smallest min_memory_bytes among them */
+  int all_need_gpu;        /* every one of them needs a GPU */
+  int64_t min_input_elems; /* the smallest input (C*H*W) among them */
+} an_queued_t;
+int an_store_queued(an_store_t *s, an_queued_t *out);
 
 /* Cancels a task of this publisher before acceptance (AN_EFORBIDDEN if not
  * theirs, AN_ESTATE once accepted): escrow refunded. */

@@ -7,7 +7,7 @@
 #include "common/net/addr.h"
 #include "common/net/frame.h"
 
-#define AN_CONN_RBUF (64 * 1024)
+#define AN_CONN_RBUF AN_CONN_READ_BUFFER
 
 /* Frames up to this size are sealed in one TLS record with their header. */
 #define AN_CONN_COALESCE (16 * 1024 - AN_FRAME_HEADER_SIZE)
@@ -37,7 +37,9 @@ struct an_conn {
   uint8_t *pending;    /* framed plaintext queued before the handshake ended */
   size_t pending_len, pending_cap;
   char peer[64];
-  uint8_t rbuf[AN_CONN_RBUF]; /* ciphertext from uv, then plaintext from TLS */
+  uint8_t *rbuf;       /* ciphertext from uv, then plaintext from TLS: AN_CONN_RBUF bytes,
+                        * params.read_buffer (shared) or own_rbuf */
+  uint8_t *own_rbuf;
 };
 
 typedef struct an_conn_write_req {
@@ -58,6 +60,7 @@ static void an_conn_on_handle_closed(uv_handle_t *h) {
   an_tls_free(c->tls);
   an_frame_decoder_destroy(&c->decoder);
   free(c->pending);
+  free(c->own_rbuf);
   free(c);
 }
 
@@ -179,7 +182,7 @@ static void an_conn_on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   (void)suggested;
   /* One buffer per connection suffices: a stream has one read at a time,
    * and the bytes are copied into the TLS engine before the next. */
-  *buf = uv_buf_init((char *)c->rbuf, sizeof c->rbuf);
+  *buf = uv_buf_init((char *)c->rbuf, AN_CONN_RBUF);
 }
 
 static int an_conn_finish_handshake(an_conn_t *c) {
@@ -244,7 +247,7 @@ static void an_conn_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) 
   }
 
   c->in_read = 1;
-  while ((n = an_tls_read(c->tls, c->rbuf, sizeof c->rbuf)) > 0) {
+  while ((n = an_tls_read(c->tls, c->rbuf, AN_CONN_RBUF)) > 0) {
     rc = an_frame_decoder_feed(&c->decoder, c->rbuf, (size_t)n, an_conn_on_decoded, c);
     if (rc == AN_ECLOSED && c->closing)
       goto out;
@@ -287,12 +290,18 @@ static int an_conn_new(uv_loop_t *loop, an_tls_ctx_t *tls, const an_conn_params_
   int rc;
   if (!c)
     return UV_ENOMEM;
+  if (params)
+    c->params = *params;
+  c->rbuf = c->params.read_buffer;
+  if (!c->rbuf && !(c->rbuf = c->own_rbuf = malloc(AN_CONN_RBUF))) {
+    free(c);
+    return UV_ENOMEM;
+  }
   if ((rc = an_tls_new(tls, &c->tls)) != 0) {
+    free(c->own_rbuf);
     free(c);
     return rc;
   }
-  if (params)
-    c->params = *params;
   if (!c->params.max_frame)
     c->params.max_frame = AN_CONN_DEFAULT_MAX_FRAME;
   if (!c->params.handshake_timeout_ms)

@@ -817,6 +817,14 @@ START_TEST(test_capability_matching) {
     ids[i] = create_task(f.s, &sp, 1);
     ck_assert_int_eq(an_store_task_ready(f.s, ids[i], 1), 0);
   }
+  /* The least any queued task asks: the plain one's 0 bytes and 784
+   * inputs, and one without a GPU exists. */
+  an_queued_t q;
+  ck_assert_int_eq(an_store_queued(f.s, &q), 0);
+  ck_assert_int_eq(q.tasks, 4);
+  ck_assert_int_eq(q.min_memory, 0);
+  ck_assert_int_eq(q.all_need_gpu, 0);
+  ck_assert_int_eq(q.min_input_elems, 784);
   /* Small memory, no GPU, at most 1000 inputs: only the plain task (784). */
   an_worker_caps_t small = {.memory_bytes = INT64_C(1) << 30, .gpu = 0, .max_input_elems = 1000};
   ck_assert_int_eq(an_store_lease_next(f.s, f.w1, &small, 2, &t), 0);
@@ -826,10 +834,18 @@ START_TEST(test_capability_matching) {
   an_worker_caps_t big = {.memory_bytes = INT64_C(8) << 30, .max_input_elems = 784};
   ck_assert_int_eq(an_store_lease_next(f.s, f.w2, &big, 2, &t), 0);
   ck_assert_int_eq(t.id, ids[0]);
+  /* Left: the GPU one (784 inputs) and the wide one (12288, no GPU). */
+  ck_assert_int_eq(an_store_queued(f.s, &q), 0);
+  ck_assert_int_eq(q.tasks, 2);
+  ck_assert_int_eq(q.all_need_gpu, 0);
+  ck_assert_int_eq(q.min_input_elems, 784);
   /* A GPU and any input size: the oldest of the two it can now run. */
   an_worker_caps_t gpu = {.memory_bytes = INT64_C(1) << 30, .gpu = 1};
   ck_assert_int_eq(an_store_lease_next(f.s, f.w3, &gpu, 2, &t), 0);
   ck_assert_int_eq(t.id, ids[1]);
+  ck_assert_int_eq(an_store_queued(f.s, &q), 0);
+  ck_assert_int_eq(q.tasks, 1);
+  ck_assert_int_eq(q.min_input_elems, 12288);
   an_worker_caps_t wide = {.memory_bytes = 0, .max_input_elems = 12288};
   ck_assert_int_eq(an_store_lease_next(f.s, w4, &wide, 2, &t), 0);
   ck_assert_int_eq(t.id, ids[2]);
@@ -1289,9 +1305,12 @@ START_TEST(test_lists_and_counts) {
   ck_assert_int_eq(an_store_task_counts(f.s, counts), 0);
   ck_assert_int_eq(counts[AN_TASK_VALIDATING], 1);
   ck_assert_int_eq(counts[AN_TASK_QUEUED], 2);
-  int64_t queued = -1;
+  an_queued_t queued;
   ck_assert_int_eq(an_store_queued(f.s, &queued), 0);
-  ck_assert_int_eq(queued, 2);
+  ck_assert_int_eq(queued.tasks, 2);
+  ck_assert_int_eq(queued.min_memory, 0);
+  ck_assert_int_eq(queued.all_need_gpu, 0);
+  ck_assert_int_eq(queued.min_input_elems, 1 * 28 * 28); /* spec_for's input */
   ck_assert_int_eq(counts[AN_TASK_UPLOADING], 1);
   ck_assert_int_eq(counts[AN_TASK_LEASED] + counts[AN_TASK_ACCEPTED] + counts[AN_TASK_FAILED],
                    0);
@@ -1303,7 +1322,7 @@ START_TEST(test_lists_and_counts) {
   ck_assert_int_eq(an_store_task_counts(f.s, counts), 0);
   ck_assert_int_eq(counts[AN_TASK_CANCELLED], 3);
   ck_assert_int_eq(an_store_queued(f.s, &queued), 0);
-  ck_assert_int_eq(queued, 0);
+  ck_assert_int_eq(queued.tasks, 0);
 
   ck_assert_int_eq(an_store_revoke(f.s, f.pub), 0);
   c = (collected_t){0};
