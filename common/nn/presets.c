@@ -12,7 +12,8 @@
 #include "common/nn/spec.h"
 
 const char *const an_preset_names[] = {"archnet-mnist", "archnet-cifar10", "cnn-small",
-                                       "cnn-small-bn", "cnn-patch", "resnet18", NULL};
+                                       "cnn-small-bn", "cnn-patch", "cnn-patch-dropout",
+                                       "resnet18", NULL};
 
 static const char an_archnet_mnist_encoder[] =
     "input 1 28 28\n"
@@ -93,16 +94,16 @@ static int an_cnn_small_bn(const int chw[3], int classes, char *buf, size_t len)
  * transposed convolution, so each 2x2 block of a code is one linear map of
  * the features at one image position; the stem reads it back in one piece,
  * where a stride-1 3x3 kernel would slide across blocks of different
- * phase. */
-static int an_cnn_patch(const int chw[3], int classes, char *buf, size_t len) {
+ * phase. cnn-patch-dropout adds dropout (p = 0.5) before the last layer. */
+static int an_cnn_patch(const int chw[3], int classes, int dropout, char *buf, size_t len) {
   size_t used = 0;
   return an_append(buf, len, &used,
                    "input %d %d %d\n"
                    "conv 32 k=2 s=2\nrelu\n"
                    "conv 64 k=3 p=1\nrelu\nmaxpool k=2\n"
                    "conv 64 k=3 p=1\nrelu\nmaxpool k=2\n"
-                   "linear 128\nrelu\nlinear %d\n",
-                   chw[0], chw[1], chw[2], classes);
+                   "linear 128\nrelu\n%slinear %d\n",
+                   chw[0], chw[1], chw[2], dropout ? "dropout p=0.5\n" : "", classes);
 }
 
 /* ResNet-18 for small images (3x3 stem, no stem pooling), as is usual for
@@ -175,12 +176,14 @@ int an_preset_spec(const char *name, const int chw[3], int classes, char *buf, s
   else if (strcmp(name, "cnn-small-bn") == 0)
     rc = an_cnn_small_bn(shape, classes, buf, len);
   else if (strcmp(name, "cnn-patch") == 0)
-    rc = an_cnn_patch(shape, classes, buf, len);
+    rc = an_cnn_patch(shape, classes, 0, buf, len);
+  else if (strcmp(name, "cnn-patch-dropout") == 0)
+    rc = an_cnn_patch(shape, classes, 1, buf, len);
   else if (strcmp(name, "resnet18") == 0)
     rc = an_resnet18(shape, classes, buf, len);
   else {
     snprintf(err, errlen, "unknown preset '%s' (archnet-mnist, archnet-cifar10, cnn-small, "
-                          "cnn-small-bn, cnn-patch, resnet18)",
+                          "cnn-small-bn, cnn-patch, cnn-patch-dropout, resnet18)",
              name);
     return AN_EMODEL;
   }

@@ -28,7 +28,7 @@ int an_model_to_spec(const an_model_t *m, char *buf, size_t len);
 /* The spec text of a preset, written into buf. `chw` and `classes` apply to
  * the classifier presets (0 = the preset's default); the ArchNet presets
  * have the paper's fixed shapes. Presets: archnet-mnist, archnet-cifar10,
- * cnn-small, cnn-small-bn, cnn-patch, resnet18. */
+ * cnn-small, cnn-small-bn, cnn-patch, cnn-patch-dropout, resnet18. */
 int an_preset_spec(const char *name, const int chw[3], int classes, char *buf, size_t len,
                    char *err, size_t errlen);
 
