@@ -31,6 +31,8 @@ static void an_arena_free_chain(an_arena_block_t *b) {
 
 void an_arena_destroy(an_arena_t *a) {
   an_arena_free_chain(a->head);
+  free(a->spare);
+  a->spare = NULL;
   a->head = NULL;
   a->used_total = 0;
 }
@@ -51,10 +53,14 @@ void *an_arena_alloc(an_arena_t *a, size_t size) {
     size_t bsize = rounded > a->block_size ? rounded : a->block_size;
     if (bsize > SIZE_MAX - sizeof *b)
       return NULL;
-    b = malloc(sizeof *b + bsize);
-    if (!b)
+    if (a->spare && a->spare->size >= bsize) {
+      b = a->spare; /* the last use's big block: no malloc, no page faults */
+      a->spare = NULL;
+    } else if (!(b = malloc(sizeof *b + bsize))) {
       return NULL;
-    b->size = bsize;
+    } else {
+      b->size = bsize;
+    }
     b->used = 0;
     b->next = a->head;
     a->head = b;
@@ -75,11 +81,27 @@ char *an_arena_strdup(an_arena_t *a, const char *s) {
 
 void an_arena_reset(an_arena_t *a) {
   an_arena_block_t *keep = a->head;
+  /* A spare the use that just ended did not take is not needed: free it. */
+  free(a->spare);
+  a->spare = NULL;
   if (!keep)
     return;
   /* Keep the oldest block: it is normal-sized, while newer ones may be
-   * one-off big blocks we do not want to pin in memory. */
-  an_arena_block_t *prev = NULL;
+   * one-off big blocks we do not want to pin in memory. The biggest of
+   * those is kept aside one more use, though: a stream of big messages (an
+   * upload's chunks) then reuses one block instead of allocating each. */
+  an_arena_block_t *prev = NULL, *biggest = NULL, **biggest_at = NULL;
+  for (an_arena_block_t **at = &a->head; (*at)->next; at = &(*at)->next)
+    if ((*at)->size > a->block_size && (!biggest || (*at)->size > biggest->size)) {
+      biggest = *at;
+      biggest_at = at;
+    }
+  if (biggest) {
+    *biggest_at = biggest->next;
+    biggest->next = NULL;
+    a->spare = biggest;
+    keep = a->head;
+  }
   while (keep->next) {
     prev = keep;
     keep = keep->next;

@@ -15,6 +15,7 @@ typedef struct an_arena_block an_arena_block_t;
 
 typedef struct an_arena {
   an_arena_block_t *head;  /* newest block; older ones chained behind it */
+  an_arena_block_t *spare; /* a big block the last use needed, kept for the next */
   size_t block_size;       /* size of a normal block */
   size_t used_total;       /* bytes handed out since the last reset */
   size_t cap;              /* 0 = no cap; else total bytes allowed */

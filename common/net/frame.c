@@ -23,7 +23,9 @@ int an_frame_decoder_mid_frame(const an_frame_decoder_t *d) {
 }
 
 void an_frame_decoder_trim(an_frame_decoder_t *d, size_t keep) {
-  if (d->buf_cap > keep && d->have == 0) {
+  int used = d->reassembled;
+  d->reassembled = 0;
+  if (d->buf_cap > keep && d->have == 0 && !used) {
     free(d->buf);
     d->buf = NULL;
     d->buf_cap = 0;
@@ -108,6 +110,7 @@ int an_frame_decoder_feed(an_frame_decoder_t *d, const uint8_t *data, size_t len
     }
     memcpy(d->buf + d->have, data, take);
     d->have += take;
+    d->reassembled = 1;
     data += take;
     len -= take;
     if (d->have == d->need) {

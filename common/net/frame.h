@@ -28,6 +28,7 @@ typedef struct an_frame_decoder {
   size_t need;         /* payload length of the frame in progress */
   size_t have;         /* payload bytes collected so far */
   int error;           /* sticky: once set, every feed returns it */
+  int reassembled;     /* buf was used since the last trim */
 } an_frame_decoder_t;
 
 void an_frame_decoder_init(an_frame_decoder_t *d, uint32_t max_frame);
@@ -43,8 +44,10 @@ int an_frame_decoder_feed(an_frame_decoder_t *d, const uint8_t *data, size_t len
  * now was truncated. */
 int an_frame_decoder_mid_frame(const an_frame_decoder_t *d);
 
-/* Frees the reassembly buffer if it grew past `keep` bytes, so one big frame
- * does not pin its memory for the rest of a long connection. */
+/* Frees the reassembly buffer if it grew past `keep` bytes and was not
+ * used since the last trim, so one big frame does not pin its memory for
+ * the rest of a long connection, while a stream of them (an upload) does
+ * not allocate and grow a buffer again for each. */
 void an_frame_decoder_trim(an_frame_decoder_t *d, size_t keep);
 
 /* Writes the header for a payload of `len` bytes. */

@@ -49,6 +49,34 @@ START_TEST(test_reset_reuses_first_block) {
 }
 END_TEST
 
+/* A run of big uses (an upload's chunks) reuses one big block; a small use
+ * in between lets it go. */
+START_TEST(test_big_block_kept_for_the_next_use_only) {
+  an_arena_t a;
+  an_arena_init(&a, 4096, 0);
+  ck_assert_ptr_nonnull(an_arena_alloc(&a, 16));
+  uint8_t *big = an_arena_alloc(&a, 100000);
+  ck_assert_ptr_nonnull(big);
+  memset(big, 0xab, 100000);
+  an_arena_reset(&a);
+  ck_assert_ptr_nonnull(a.spare);
+  ck_assert_ptr_nonnull(an_arena_alloc(&a, 16));
+  ck_assert_ptr_eq(an_arena_alloc(&a, 90000), big); /* the same block, no malloc */
+  an_arena_reset(&a);
+  ck_assert_ptr_nonnull(a.spare);
+  ck_assert_ptr_nonnull(an_arena_alloc(&a, 16)); /* a small use: the spare is not taken */
+  an_arena_reset(&a);
+  ck_assert_ptr_null(a.spare);
+  /* A spare too small for the request is not used (and is freed later). */
+  ck_assert_ptr_nonnull(an_arena_alloc(&a, 50000));
+  an_arena_reset(&a);
+  uint8_t *bigger = an_arena_alloc(&a, 200000);
+  ck_assert_ptr_nonnull(bigger);
+  memset(bigger, 1, 200000);
+  an_arena_destroy(&a);
+}
+END_TEST
+
 START_TEST(test_protobuf_unpack_in_arena) {
   Archnet__Envelope env = ARCHNET__ENVELOPE__INIT, *out;
   Archnet__Hello hello = ARCHNET__HELLO__INIT;
@@ -83,6 +111,7 @@ static Suite *arena_suite(void) {
   tcase_add_test(tc, test_alignment_and_independence);
   tcase_add_test(tc, test_cap_enforced);
   tcase_add_test(tc, test_reset_reuses_first_block);
+  tcase_add_test(tc, test_big_block_kept_for_the_next_use_only);
   tcase_add_test(tc, test_protobuf_unpack_in_arena);
   suite_add_tcase(s, tc);
   return s;

@@ -201,6 +201,45 @@ START_TEST(test_callback_stops_feed) {
 }
 END_TEST
 
+static int count_frame(void *ctx, const uint8_t *payload, size_t len) {
+  (void)payload;
+  (void)len;
+  ++*(int *)ctx;
+  return 0;
+}
+
+/* The reassembly buffer stays while big frames keep coming in pieces, and
+ * goes at the first trim after a read that did not need it. */
+START_TEST(test_trim_keeps_a_buffer_in_use) {
+  an_frame_decoder_t d;
+  size_t len = 300000;
+  uint8_t *frame = calloc(1, AN_FRAME_HEADER_SIZE + len), small[AN_FRAME_HEADER_SIZE + 3] = {0};
+  int frames = 0;
+  ck_assert_ptr_nonnull(frame);
+  an_frame_put_header(frame, (uint32_t)len);
+  an_frame_put_header(small, 3);
+  an_frame_decoder_init(&d, 1 << 20);
+  /* A big frame in two reads, trimmed after each as the connection does. */
+  ck_assert_int_eq(an_frame_decoder_feed(&d, frame, 1000, count_frame, &frames), 0);
+  an_frame_decoder_trim(&d, 65536);
+  ck_assert_int_eq(an_frame_decoder_feed(&d, frame + 1000, AN_FRAME_HEADER_SIZE + len - 1000,
+                                         count_frame, &frames),
+                   0);
+  ck_assert_int_eq(frames, 1);
+  uint8_t *buf = d.buf;
+  ck_assert_ptr_nonnull(buf);
+  an_frame_decoder_trim(&d, 65536);
+  ck_assert_ptr_eq(d.buf, buf); /* used in that read: kept */
+  /* A small frame whole in one read: the buffer was not needed. */
+  ck_assert_int_eq(an_frame_decoder_feed(&d, small, sizeof small, count_frame, &frames), 0);
+  ck_assert_int_eq(frames, 2);
+  an_frame_decoder_trim(&d, 65536);
+  ck_assert_ptr_null(d.buf);
+  an_frame_decoder_destroy(&d);
+  free(frame);
+}
+END_TEST
+
 static int unpack_garbage(void *ctx, const uint8_t *payload, size_t len) {
   an_arena_t *arena = ctx;
   /* Whatever the bytes, decoding yields an Envelope or NULL, never a crash. */
@@ -302,6 +341,7 @@ static Suite *frame_suite(void) {
   tcase_add_test(tc, test_announced_size_not_reserved);
   tcase_add_test(tc, test_callback_stops_feed);
   tcase_add_test(tc, test_garbage);
+  tcase_add_test(tc, test_trim_keeps_a_buffer_in_use);
   tcase_add_test(tc, test_peek_request_id);
   tcase_set_timeout(tc, 120);
   suite_add_tcase(s, tc);
