@@ -9,6 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 
 #include <openssl/sha.h>
 #include <sqlite3.h>
@@ -1699,6 +1702,44 @@ START_TEST(test_group_after_end_commits_per_call) {
 }
 END_TEST
 
+/* A commit that fails (here the disk is "full": a file size limit) loses
+ * the whole group and says so; nothing of it is there after a reopen, and
+ * the next group works once there is room again. */
+START_TEST(test_group_commit_failure_loses_the_group) {
+  fixture_t f;
+  struct rlimit old, tight;
+  char wal[600];
+  struct stat st;
+  fixture_init(&f);
+  ck_assert_int_eq(an_store_topup(f.s, f.pub, 100, 1000), 0);
+  an_store_group_begin(f.s);
+  ck_assert_int_eq(an_store_topup(f.s, f.pub, 5, 1001), 0); /* the lock is held from here */
+  snprintf(wal, sizeof wal, "%s-wal", f.path);
+  ck_assert_int_eq(stat(wal, &st), 0);
+  ck_assert_int_eq(getrlimit(RLIMIT_FSIZE, &old), 0);
+  signal(SIGXFSZ, SIG_IGN); /* a write past the limit fails with EFBIG instead */
+  /* Enough changes that the commit must grow the write-ahead log. */
+  for (int i = 0; i < 200; i++)
+    ck_assert_int_eq(an_store_topup(f.s, f.pub, 1, 1002), 0);
+  tight = old;
+  tight.rlim_cur = (rlim_t)st.st_size;
+  ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &tight), 0);
+  int rc = an_store_group_commit(f.s);
+  ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &old), 0);
+  signal(SIGXFSZ, SIG_DFL);
+  ck_assert_int_eq(rc, AN_EDB);
+  ck_assert_int_eq(an_store_group_pending(f.s), 0);
+  /* Room again: the next group commits. */
+  ck_assert_int_eq(an_store_topup(f.s, f.pub, 7, 1003), 0);
+  ck_assert_int_eq(an_store_group_commit(f.s), 0);
+  an_store_close(f.s);
+  fixture_open(&f);
+  ck_assert_int_eq(balance(f.s, f.pub), 107);
+  expect_ledger_ok(f.s);
+  fixture_done(&f);
+}
+END_TEST
+
 static Suite *store_suite(void) {
   Suite *s = suite_create("store");
   TCase *basics = tcase_create("basics");
@@ -1729,6 +1770,7 @@ static Suite *store_suite(void) {
   tcase_add_test(basics, test_group_refused_call_undoes_only_itself);
   tcase_add_test(basics, test_group_lost_whole_without_commit);
   tcase_add_test(basics, test_group_after_end_commits_per_call);
+  tcase_add_test(basics, test_group_commit_failure_loses_the_group);
   suite_add_tcase(s, basics);
   /* Dozens of fresh stores each: slower. */
   TCase *sweeps = tcase_create("sweeps");
