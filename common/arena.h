@@ -36,7 +36,10 @@ void *an_arena_alloc(an_arena_t *a, size_t size);
 char *an_arena_strdup(an_arena_t *a, const char *s);
 
 /* Releases everything allocated so far but keeps the first block for reuse,
- * so a long-lived per-connection arena does not call malloc per request. */
+ * so a long-lived per-connection arena does not call malloc per request.
+ * The biggest other block is kept aside until the next reset, and reused
+ * if the use in between needs that much: a run of big messages (an
+ * upload's chunks) costs one allocation, not one each. */
 void an_arena_reset(an_arena_t *a);
 
 /* protobuf-c allocator backed by this arena; frees are no-ops. The pointer is

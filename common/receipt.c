@@ -67,7 +67,7 @@ done:
 }
 
 int an_receipt_verify(const an_receipt_doc_t *r, const char *pin, char *err, size_t errlen) {
-  char msg[AN_RECEIPT_MAX_MESSAGE], have[AN_TLS_PIN_LEN];
+  char msg[AN_RECEIPT_MAX_MESSAGE], have[AN_TLS_PIN_LEN] = "an unreadable key";
   size_t len = an_receipt_message(r, msg, sizeof msg);
   const unsigned char *p = r->broker_key;
   EVP_PKEY *key = NULL;

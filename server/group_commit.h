@@ -27,8 +27,12 @@
 typedef struct an_group_commit an_group_commit_t;
 
 /* Puts `store` (borrowed; outlives the group) in group mode and commits it
- * on every turn of `loop`. The loop's liveness does not depend on it. */
-int an_group_commit_start(uv_loop_t *loop, an_store_t *store, an_group_commit_t **out);
+ * on every turn of `loop`. The loop's liveness depends on it only while a
+ * reply is held. After a failed commit, on_lost(arg) is called (may be
+ * NULL) so that work the lost changes started without a reply can be
+ * redone. */
+int an_group_commit_start(uv_loop_t *loop, an_store_t *store, void (*on_lost)(void *arg),
+                          void *arg, an_group_commit_t **out);
 
 /* Call before writing to `conn`: if the store has uncommitted changes, the
  * connection's output is held until they are committed. */

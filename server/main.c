@@ -157,6 +157,13 @@ static void on_stop_signal(uv_signal_t *sig, int signum) {
   uv_close((uv_handle_t *)&p->sighup, NULL);
 }
 
+/* A failed commit lost changes; the service redoes what no client will. */
+static void on_commit_lost(void *arg) {
+  broker_process_t *p = arg;
+  if (p->service)
+    an_service_commit_lost(p->service);
+}
+
 static int cmd_run(int argc, char **argv) {
   run_settings_t s = {0};
   broker_process_t proc = {0};
@@ -236,7 +243,7 @@ static int cmd_run(int argc, char **argv) {
   an_group_commit_t *commit = NULL;
   an_broker_stats_init(&stats);
   /* One fsync per turn of the loop for all requests of that turn. */
-  if ((rc = an_group_commit_start(&loop, store, &commit)) != 0) {
+  if ((rc = an_group_commit_start(&loop, store, on_commit_lost, &proc, &commit)) != 0) {
     fprintf(stderr, "archnet-broker: cannot start the group commit: %s\n", an_strerror(rc));
     goto done_loop;
   }

@@ -37,6 +37,7 @@ typedef struct waiter {
 
 /* A validation running in a child process. */
 typedef struct scoring {
+  an_list_t link;    /* in an_service.scoring */
   an_service_t *svc;
   int64_t task_id;
   double min_accuracy;
@@ -63,6 +64,7 @@ struct an_service {
   an_list_t waiters;
   int stopping;
   int scorings;      /* children still running */
+  an_list_t scoring; /* their scoring_t, to know which tasks are being scored */
 };
 
 static int64_t an_now_s(void) { return (int64_t)time(NULL); }
@@ -374,6 +376,7 @@ static void an_scored(const an_validate_result_t *r, void *arg) {
            (long long)sc->task_id, accepted ? "accepted" : "rejected", reason[0] ? ": " : "",
            reason, r->ok ? r->accuracy : 0.0, (long long)r->images);
   svc->scorings--;
+  an_list_remove(&sc->link);
   free(sc);
   if (!accepted && !svc->stopping)
     an_wake_waiters(svc); /* it may be queued again */
@@ -404,6 +407,7 @@ static int an_start_scoring(an_service_t *svc, const an_task_t *t) {
     return rc;
   }
   svc->scorings++;
+  an_list_push(&svc->scoring, &sc->link);
   AN_STAT(svc, validations_started, 1);
   AN_LOG(AN_LOG_INFO, "service", "task %lld: scoring the model of worker %lld",
          (long long)t->id, (long long)t->worker);
@@ -412,6 +416,10 @@ static int an_start_scoring(an_service_t *svc, const an_task_t *t) {
 
 static int an_rescore(const an_task_t *t, void *arg) {
   an_service_t *svc = arg;
+  /* Already being scored (after a lost commit, only the others). */
+  for (an_list_t *it = svc->scoring.next; it != &svc->scoring; it = it->next)
+    if (AN_CONTAINER_OF(it, scoring_t, link)->task_id == t->id)
+      return 0;
   int rc = an_start_scoring(svc, t);
   if (rc)
     AN_LOG(AN_LOG_ERROR, "service", "task %lld: cannot score again after restart: %s",
@@ -591,6 +599,13 @@ static int an_on_put_chunk(an_service_t *svc, an_session_t *s, const Archnet__En
   if (!task)
     return an_session_error(s, req->request_id, ARCHNET__ERROR__CODE__FORBIDDEN,
                             "send BeginBlob for this blob first");
+  if (an_session_upload_finished(s, pc->sha256)) {
+    /* A pipelined chunk sent before this connection's upload completed:
+     * nothing to store or count again. */
+    uint64_t size = 0;
+    if (an_blobstore_has(svc->p.blobs, pc->sha256, &size))
+      return an_send_offset(s, req->request_id, size, 1);
+  }
   if ((pc->chunk_sha256.len != 0 && pc->chunk_sha256.len != 32) ||
       (pc->prefix_sha256.len != 0 && pc->prefix_sha256.len != 32) ||
       (pc->chunk_sha256.len == 0 && pc->prefix_sha256.len == 0))
@@ -796,7 +811,9 @@ static int an_on_money(an_service_t *svc, an_session_t *s, const Archnet__Envelo
                           .fee = r.fee,
                           .time = r.time};
   char err[300];
-  if (svc->p.receipt_key && an_receipt_sign(&doc, svc->p.receipt_key, err, sizeof err) != 0) {
+  if (!svc->p.receipt_key)
+    snprintf(err, sizeof err, "no key to sign receipts with");
+  if (!svc->p.receipt_key || an_receipt_sign(&doc, svc->p.receipt_key, err, sizeof err) != 0) {
     AN_LOG(AN_LOG_ERROR, an_session_name(s), "task %lld: %s", (long long)task, err);
     return an_session_error(s, req->request_id, ARCHNET__ERROR__CODE__INTERNAL,
                             "the broker could not sign the receipt");
@@ -984,6 +1001,7 @@ int an_service_new(uv_loop_t *loop, const an_service_params_t *p, an_service_t *
     svc->p.max_wait_seconds = 60;
   if (!svc->p.max_model_bytes)
     svc->p.max_model_bytes = (uint64_t)1 << 30;
+  an_list_init(&svc->scoring);
   an_list_init(&svc->waiters);
   uv_timer_init(loop, &svc->expiry);
   svc->expiry.data = svc;
@@ -994,6 +1012,19 @@ int an_service_new(uv_loop_t *loop, const an_service_params_t *p, an_service_t *
   return 0;
 }
 
+void an_service_commit_lost(an_service_t *svc) {
+  /* The lost group may have held a verdict (the task is validating again,
+   * its scorer gone): score it again. A lost lease expiry comes back with
+   * the next tick; everything else was a request whose reply was dropped
+   * with its connection, and the client asks again. */
+  if (svc->stopping)
+    return;
+  AN_LOG(AN_LOG_WARN, "service", "a commit failed: scoring validating tasks again");
+  if (an_store_validating(svc->p.store, an_rescore, svc) != 0)
+    AN_LOG(AN_LOG_ERROR, "service", "cannot list validating tasks: %s",
+           an_store_errmsg(svc->p.store));
+}
+
 void an_service_reconfigure(an_service_t *svc, const an_service_params_t *p) {
   an_service_params_t keep = svc->p;
   svc->p = *p;
@@ -1001,6 +1032,7 @@ void an_service_reconfigure(an_service_t *svc, const an_service_params_t *p) {
   svc->p.blobs = keep.blobs;
   svc->p.exe = keep.exe;
   svc->p.stats = keep.stats;
+  svc->p.receipt_key = keep.receipt_key; /* the identity changes only with a restart */
   if (!svc->p.max_chunk_bytes)
     svc->p.max_chunk_bytes = keep.max_chunk_bytes;
   if (!svc->p.default_lease_seconds)

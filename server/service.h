@@ -42,7 +42,9 @@ typedef struct an_service_params {
   uint64_t score_memory_bytes;
   double score_cpu_seconds, score_wall_seconds;
   an_broker_stats_t *stats;  /* live counters for /metrics; may be NULL */
-  EVP_PKEY *receipt_key;     /* signs payment receipts (the TLS key); borrowed; NULL = unsigned */
+  EVP_PKEY *receipt_key;     /* signs payment receipts (the TLS key); borrowed; NULL: receipts
+                              * are refused (INTERNAL), never sent unsigned. Kept across
+                              * an_service_reconfigure. */
 } an_service_params_t;
 
 int an_service_new(uv_loop_t *loop, const an_service_params_t *p, an_service_t **out, char *err,
@@ -52,6 +54,11 @@ int an_service_new(uv_loop_t *loop, const an_service_params_t *p, an_service_t *
  * models and of the scoring sandbox) to requests from now on; the store,
  * blob store, executable and stats stay. For SIGHUP. */
 void an_service_reconfigure(an_service_t *svc, const an_service_params_t *p);
+
+/* A group commit failed (group_commit.h): redo what the lost changes
+ * started and no client will ask for again (scoring a model whose verdict
+ * was lost). */
+void an_service_commit_lost(an_service_t *svc);
 
 /* Stops the timers and forgets waiters; the loop then closes the handles.
  * In-flight validations finish or are re-run at the next start. */

@@ -102,6 +102,13 @@ void an_session_upload_done(an_session_t *s, const char *digest) {
       s->uploads[i].done = 1;
 }
 
+int an_session_upload_finished(const an_session_t *s, const char *digest) {
+  for (int i = 0; i < s->n_uploads; i++)
+    if (strcmp(s->uploads[i].digest, digest) == 0)
+      return s->uploads[i].done;
+  return 0;
+}
+
 uint64_t an_session_upload_task(const an_session_t *s, const char *digest) {
   for (int i = 0; i < s->n_uploads; i++)
     if (strcmp(s->uploads[i].digest, digest) == 0)
@@ -211,11 +218,13 @@ static int an_session_on_frame(an_conn_t *conn, const uint8_t *payload, size_t l
   Archnet__Envelope *req;
   int rc;
 
-  an_arena_reset(&s->arena);
+  /* The arena was reset after the last request (so that a big block it
+   * needed is kept for this one, an upload's next chunk; see arena.h). */
   if (s->env.stats)
     atomic_fetch_add(&s->env.stats->bytes_received, len + 4);
   req = an_wire_unpack(&s->arena, payload, len);
   if (!req) {
+    an_arena_reset(&s->arena);
     AN_LOG(AN_LOG_WARN, s->name, "malformed frame of %zu bytes from %s; closing", len,
            an_conn_peer(conn));
     an_wire_send_error(an_session_out(s), 0, ARCHNET__ERROR__CODE__MALFORMED,
@@ -241,7 +250,8 @@ static int an_session_on_frame(an_conn_t *conn, const uint8_t *payload, size_t l
                             "this broker does not handle '%s' requests",
                             an_wire_body_name(req));
   }
-  /* The request is done with: an idle session keeps no request memory. */
+  /* The request is done with: an idle session keeps at most the one big
+   * block this request needed (an upload's chunk), until its next one. */
   an_arena_reset(&s->arena);
   return rc;
 }

@@ -48,6 +48,8 @@ int an_session_error(an_session_t *s, uint64_t request_id, Archnet__Error__Code 
  * the oldest finished grant is dropped, else the oldest (BeginBlob again). */
 int an_session_allow_upload(an_session_t *s, const char *digest, uint64_t task_id);
 uint64_t an_session_upload_task(const an_session_t *s, const char *digest);
+/* 1 if the upload of `digest` on this connection was marked done. */
+int an_session_upload_finished(const an_session_t *s, const char *digest);
 void an_session_upload_done(an_session_t *s, const char *digest);
 
 /* Asks the session to end (broker shutdown). */

@@ -428,6 +428,7 @@ static int an_store_simple(an_store_t *s, enum an_stmt id) {
  * asks for a plain deferred BEGIN when not grouping (a snapshot only). */
 static int an_store_begin_kind(an_store_t *s, bool read) {
   int rc;
+  s->in_savepoint = 0;
   if (!s->grouping)
     return an_store_simple(s, read ? ST_BEGIN_READ : ST_BEGIN);
   if (s->group_open && sqlite3_get_autocommit(s->db)) {
@@ -457,20 +458,27 @@ static int an_store_commit(an_store_t *s) {
   int rc = an_store_simple(s, ST_RELEASE);
   if (rc == 0)
     s->in_savepoint = 0;
-  return rc;
+  return rc; /* on failure the caller rolls back, which sees the savepoint */
 }
 
 /* Undoes the call's open transaction or savepoint, if any, keeping the
- * first error's message. */
+ * first error's message. In a group, if that cannot be done cleanly (SQLite
+ * already undid the whole transaction, or undoing the savepoint failed and
+ * part of the call may remain), the group is marked lost: its commit will
+ * fail and nothing of it will be acknowledged. */
 static void an_store_rollback(an_store_t *s) {
   char kept[sizeof s->errmsg];
-  if (sqlite3_get_autocommit(s->db))
-    return;
+  int in_savepoint = s->in_savepoint;
+  s->in_savepoint = 0;
   memcpy(kept, s->errmsg, sizeof kept);
-  if (s->in_savepoint) {
-    (void)an_store_simple(s, ST_ROLLBACK_TO);
-    (void)an_store_simple(s, ST_RELEASE);
-    s->in_savepoint = 0;
+  if (sqlite3_get_autocommit(s->db)) {
+    if (in_savepoint || s->group_open) {
+      s->group_lost = s->group_open || in_savepoint;
+      s->group_open = 0;
+    }
+  } else if (in_savepoint) {
+    if (an_store_simple(s, ST_ROLLBACK_TO) != 0 || an_store_simple(s, ST_RELEASE) != 0)
+      s->group_lost = 1;
   } else if (!s->group_open) {
     (void)an_store_simple(s, ST_ROLLBACK);
   }
@@ -677,6 +685,7 @@ int an_store_group_commit(an_store_t *s) {
     snprintf(s->errmsg, sizeof s->errmsg, "a change failed and SQLite rolled back the group");
   s->group_open = 0;
   s->group_lost = 0;
+  s->in_savepoint = 0;
   if (rc != 0) {
     /* SQLite may have rolled back already (an I/O error); if not, do it,
      * so the next change starts a clean transaction. */
@@ -1695,6 +1704,15 @@ int an_store_lease_expire(an_store_t *s, int64_t now, int *n) {
   int expired = 0, rc;
 
   *n = 0;
+  /* Mostly nothing is due: look first, without taking the write lock (nor
+   * opening a group whose commit every reply would wait for). */
+  if (!(st = an_store_stmt(s, ST_TASK_EXPIRED)) || sqlite3_bind_int(st, 1, AN_TASK_LEASED) ||
+      sqlite3_bind_int64(st, 2, now))
+    return an_store_db_error(s);
+  if ((rc = an_store_int64(s, st, &task_id)) == AN_ENOTFOUND)
+    return 0;
+  if (rc != 0)
+    return rc;
   if ((rc = an_store_begin(s)) != 0)
     goto fail;
   /* Each pass moves one task out of `leased`, so this ends. */

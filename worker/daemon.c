@@ -249,8 +249,8 @@ static void log_verdict(worker_t *w) {
       logf_("task %llu: model accepted (validation accuracy about %.0f%%); bounty paid",
             (unsigned long long)w->task_id, 100 * t->accuracy);
       char kept[4600];
-      if (an_worker_keep_receipt(w->client, &w->arena, w->task_id, w->cred.pin, w->s->cache, kept,
-                                 sizeof kept, w->err, sizeof w->err) == 0)
+      if (an_worker_keep_receipt(w->client, &w->arena, w->task_id, w->cred.node_id, w->cred.pin,
+                                 w->s->cache, kept, sizeof kept, w->err, sizeof w->err) == 0)
         logf_("task %llu: signed receipt kept in %s", (unsigned long long)w->task_id, kept);
       else
         logf_("task %llu: no receipt kept: %s", (unsigned long long)w->task_id, w->err);

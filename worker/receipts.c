@@ -16,9 +16,9 @@
 #include "common/net/tls.h"
 #include "common/receipt.h"
 
-int an_worker_keep_receipt(an_client_t *c, an_arena_t *arena, uint64_t task, const char *pin,
-                           const char *cache, char *path_out, size_t path_len, char *err,
-                           size_t errlen) {
+int an_worker_keep_receipt(an_client_t *c, an_arena_t *arena, uint64_t task, uint64_t worker,
+                           const char *pin, const char *cache, char *path_out, size_t path_len,
+                           char *err, size_t errlen) {
   Archnet__Envelope req = ARCHNET__ENVELOPE__INIT, *reply;
   Archnet__ReceiptQuery q = ARCHNET__RECEIPT_QUERY__INIT;
   an_receipt_doc_t doc;
@@ -52,9 +52,11 @@ int an_worker_keep_receipt(an_client_t *c, an_arena_t *arena, uint64_t task, con
     memcpy(doc.broker_key, r->broker_key.data, r->broker_key.len);
   doc.signature_len = r->signature.len;
   doc.broker_key_len = r->broker_key.len;
-  if (doc.task_id != task) {
-    snprintf(err, errlen, "the broker sent the receipt of task %llu for task %llu",
-             (unsigned long long)doc.task_id, (unsigned long long)task);
+  if (doc.task_id != task || doc.worker_id != worker) {
+    snprintf(err, errlen, "the broker sent a receipt of task %llu to worker %llu for task %llu "
+             "to worker %llu", (unsigned long long)doc.task_id,
+             (unsigned long long)doc.worker_id, (unsigned long long)task,
+             (unsigned long long)worker);
     return AN_EFORMAT;
   }
   if ((rc = an_receipt_verify(&doc, pin, err, errlen)) != 0)

@@ -14,6 +14,8 @@
 #include "common/net/tls.h"
 #include "common/net/wire.h"
 
+#define AN_CLIENT_ABANDONED 16
+
 /* A reply frame kept until an_client_reply takes it. */
 typedef struct an_reply {
   struct an_reply *next;
@@ -32,8 +34,12 @@ struct an_client {
   int timed_out;
   uint64_t timeout_ms;
   uint64_t next_id;     /* the last request id given out */
-  uint64_t taken_id;    /* replies up to this id were taken or given up */
   an_reply_t *head, *tail; /* replies not yet taken, in arrival order */
+  /* Requests given up on whose replies have not come yet: dropped when
+   * they do. A ring: past its size the oldest is forgotten, and its reply,
+   * if it ever comes, waits in the queue until the client closes. */
+  uint64_t abandoned[AN_CLIENT_ABANDONED];
+  size_t n_abandoned, next_abandoned;
   char *broker_software;
   uint64_t session_id;
   char peer_error[256]; /* TLS detail captured at close */
@@ -44,14 +50,24 @@ static void an_client_on_ready(an_conn_t *conn) {
   c->ready = 1;
 }
 
+/* Whether `id` was given up on; if so it is forgotten (its reply came). */
+static int an_client_take_abandoned(an_client_t *c, uint64_t id) {
+  for (size_t i = 0; i < c->n_abandoned; i++)
+    if (c->abandoned[i] == id) {
+      c->abandoned[i] = c->abandoned[--c->n_abandoned];
+      return 1;
+    }
+  return 0;
+}
+
 static int an_client_on_frame(an_conn_t *conn, const uint8_t *payload, size_t len) {
   an_client_t *c = an_conn_data(conn);
   uint64_t id = 0;
   if (an_wire_peek_request_id(payload, len, &id) != 0)
     return AN_EPROTO; /* a broker that sends garbage is not one to talk to */
-  /* Only replies to requests in flight; broker-initiated messages (id 0)
-   * and replies given up on are dropped. */
-  if (id <= c->taken_id || id > c->next_id)
+  /* Only replies to our requests; broker-initiated messages (id 0) and
+   * replies given up on are dropped. */
+  if (id == 0 || id > c->next_id || an_client_take_abandoned(c, id))
     return 0;
   an_reply_t *r = malloc(sizeof *r + len);
   if (!r)
@@ -81,15 +97,29 @@ static void an_client_on_timer(uv_timer_t *t) {
   c->timed_out = 1;
 }
 
-/* Frees the kept replies older than `id`: their requests were given up. */
-static void an_client_drop_before(an_client_t *c, uint64_t id) {
-  while (c->head && c->head->id < id) {
-    an_reply_t *r = c->head;
-    c->head = r->next;
-    free(r);
-  }
-  if (!c->head)
-    c->tail = NULL;
+/* Unlinks and returns the kept reply to `id`, or NULL. */
+static an_reply_t *an_client_unqueue(an_client_t *c, uint64_t id) {
+  an_reply_t *prev = NULL;
+  for (an_reply_t *r = c->head; r; prev = r, r = r->next)
+    if (r->id == id) {
+      if (prev)
+        prev->next = r->next;
+      else
+        c->head = r->next;
+      if (c->tail == r)
+        c->tail = prev;
+      r->next = NULL;
+      return r;
+    }
+  return NULL;
+}
+
+/* Whether the reply to `id` is kept. */
+static int an_client_has(const an_client_t *c, uint64_t id) {
+  for (const an_reply_t *r = c->head; r; r = r->next)
+    if (r->id == id)
+      return 1;
+  return 0;
 }
 
 /* Runs the loop until *flag is set, the reply to `id` (if not 0) is kept,
@@ -97,15 +127,10 @@ static void an_client_drop_before(an_client_t *c, uint64_t id) {
 static int an_client_wait(an_client_t *c, const int *flag, uint64_t id) {
   c->timed_out = 0;
   uv_timer_start(&c->timer, an_client_on_timer, c->timeout_ms, 0);
-  for (;;) {
-    if (id)
-      an_client_drop_before(c, id);
-    if ((flag && *flag) || (id && c->head && c->head->id == id) || !c->conn || c->timed_out)
-      break;
+  while (!(flag && *flag) && !(id && an_client_has(c, id)) && c->conn && !c->timed_out)
     uv_run(&c->loop, UV_RUN_ONCE);
-  }
   uv_timer_stop(&c->timer);
-  if ((flag && *flag) || (id && c->head && c->head->id == id))
+  if ((flag && *flag) || (id && an_client_has(c, id)))
     return 0;
   if (c->timed_out)
     return UV_ETIMEDOUT;
@@ -146,19 +171,15 @@ int an_client_reply(an_client_t *c, uint64_t id, an_arena_t *arena, Archnet__Env
   Archnet__Envelope *env;
   int rc;
   *reply = NULL;
-  if (id <= c->taken_id || id > c->next_id) {
-    snprintf(err, errlen, "no request %llu is waiting for its reply", (unsigned long long)id);
+  if (id == 0 || id > c->next_id) {
+    snprintf(err, errlen, "no request %llu was sent", (unsigned long long)id);
     return UV_EINVAL;
   }
   if ((rc = an_client_wait(c, NULL, id)) != 0) {
     an_client_describe(c, rc, "no reply from the broker", err, errlen);
     return rc;
   }
-  an_reply_t *r = c->head;
-  c->head = r->next;
-  if (!c->head)
-    c->tail = NULL;
-  c->taken_id = id;
+  an_reply_t *r = an_client_unqueue(c, id);
   env = an_wire_unpack(arena, r->data, r->len);
   free(r);
   if (!env) {
@@ -172,6 +193,20 @@ int an_client_reply(an_client_t *c, uint64_t id, an_arena_t *arena, Archnet__Env
     return AN_EREMOTE;
   }
   return 0;
+}
+
+void an_client_abandon(an_client_t *c, uint64_t id) {
+  an_reply_t *r = an_client_unqueue(c, id);
+  if (r) {
+    free(r);
+    return;
+  }
+  if (c->n_abandoned < AN_CLIENT_ABANDONED) {
+    c->abandoned[c->n_abandoned++] = id;
+  } else {
+    c->abandoned[c->next_abandoned] = id;
+    c->next_abandoned = (c->next_abandoned + 1) % AN_CLIENT_ABANDONED;
+  }
 }
 
 int an_client_call(an_client_t *c, Archnet__Envelope *req, an_arena_t *arena,
@@ -310,6 +345,10 @@ void an_client_close(an_client_t *c) {
   uv_loop_close(&c->loop);
   an_tls_ctx_free(c->tls);
   free(c->broker_software);
-  an_client_drop_before(c, UINT64_MAX);
+  while (c->head) {
+    an_reply_t *r = c->head;
+    c->head = r->next;
+    free(r);
+  }
   free(c);
 }

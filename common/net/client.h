@@ -47,15 +47,18 @@ int an_client_call(an_client_t *c, Archnet__Envelope *req, an_arena_t *arena,
                    Archnet__Envelope **reply, char *err, size_t errlen);
 
 /* The two halves of an_client_call, for pipelining: several requests in
- * flight on one connection (the broker answers a connection's requests in
- * order). an_client_send assigns the request id (returned in *id) and
- * sends without waiting; an_client_reply waits for the reply to `id` and
- * unpacks it as an_client_call does. Replies of earlier requests not yet
- * taken are dropped when a later one is taken: the caller gave up on them. */
+ * flight on one connection. an_client_send assigns the request id
+ * (returned in *id) and sends without waiting; an_client_reply waits for
+ * the reply to `id`, whatever order replies come in (the broker answers
+ * most requests in order, but a parked LeaseRequest only when work comes),
+ * and unpacks it as an_client_call does. Every request sent must have its
+ * reply taken, or be given up with an_client_abandon, which frees its
+ * reply now or when it comes. */
 int an_client_send(an_client_t *c, Archnet__Envelope *req, uint64_t *id, char *err,
                    size_t errlen);
 int an_client_reply(an_client_t *c, uint64_t id, an_arena_t *arena, Archnet__Envelope **reply,
                     char *err, size_t errlen);
+void an_client_abandon(an_client_t *c, uint64_t id);
 
 /* Round trip of a Ping; the time it took in nanoseconds. */
 int an_client_ping(an_client_t *c, uint64_t *rtt_ns, char *err, size_t errlen);

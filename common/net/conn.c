@@ -268,10 +268,11 @@ static void an_conn_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) 
   /* All replies to this read leave in one write. */
   if ((rc = an_conn_flush(c)) < 0)
     goto fail;
-  /* One big frame should not pin its buffer for the rest of the session. */
+  /* A big frame's buffer stays only while big frames keep coming. */
   an_frame_decoder_trim(&c->decoder, AN_CONN_RBUF);
-  if (c->params.pause_reads_at && c->write_queue > c->params.pause_reads_at &&
-      !c->read_paused) {
+  /* Output held for a commit counts too: it is memory all the same. */
+  if (c->params.pause_reads_at &&
+      c->write_queue + an_tls_pending(c->tls) > c->params.pause_reads_at && !c->read_paused) {
     c->read_paused = 1;
     uv_read_stop((uv_stream_t *)&c->tcp);
   }

@@ -223,7 +223,8 @@ int an_transfer_upload(an_client_t *c, uint64_t task_id, const char *path, const
       /* The broker's verified end is elsewhere (another upload of the same
        * blob moved it): start again from there. The chunks still in
        * flight will be refused; their replies are dropped. */
-      in_flight = 0;
+      for (; in_flight > 0; in_flight--, first = (first + 1) % AN_TRANSFER_WINDOW)
+        an_client_abandon(c, flights[first].id);
       acked = sent = at;
       if ((rc = an_hash_prefix(fd, path, buf, chunk_bytes, acked, run, err, errlen)) != 0)
         goto done;
@@ -232,6 +233,9 @@ int an_transfer_upload(an_client_t *c, uint64_t task_id, const char *path, const
       progress(acked, size, arg);
   }
 done:
+  /* Done early (complete, or an error): nobody waits for the rest. */
+  for (; in_flight > 0; in_flight--, first = (first + 1) % AN_TRANSFER_WINDOW)
+    an_client_abandon(c, flights[first].id);
   if (fd >= 0)
     close(fd);
   free(buf);

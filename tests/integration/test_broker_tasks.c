@@ -155,6 +155,25 @@ static uint64_t submit_task(broker_t *b, const char *pub, const char *data, cons
   return id;
 }
 
+/* Waits until the broker's log has `text`. */
+static int log_has(const char *log, const char *text, int seconds) {
+  for (int i = 0; i < seconds * 10; i++) {
+    FILE *f = fopen(log, "r");
+    char line[1024];
+    int found = 0;
+    while (f && !found && fgets(line, sizeof line, f))
+      found = strstr(line, text) != NULL;
+    if (f)
+      fclose(f);
+    if (found)
+      return 1;
+    usleep(100 * 1000);
+  }
+  return 0;
+}
+
+/* SIGHUP re-reads the config file: new tunables apply, a broken file is
+ * refused and the running configuration kept. */
 START_TEST(test_full_cycle) {
   broker_t b;
   char pub[700], w1[700], data[700], model[700], fetched[700], got[700];
@@ -216,6 +235,9 @@ START_TEST(test_full_cycle) {
   /* 1000 bounty, 10% fee: the worker gets 900, the publisher keeps 4000. */
   ck_assert_int_eq(balance_of(&b, "alice"), 4000);
   ck_assert_int_eq(balance_of(&b, "wanda"), 900);
+  /* A configuration reload must not lose the key receipts are signed with. */
+  kill(b.pid, SIGHUP);
+  ck_assert_msg(log_has(b.log, "configuration reloaded", 10), "no reload in %s", b.log);
   Archnet__Envelope req = ARCHNET__ENVELOPE__INIT, *r;
   Archnet__ReceiptQuery rq = ARCHNET__RECEIPT_QUERY__INIT;
   rq.task_id = task;
@@ -340,8 +362,32 @@ START_TEST(test_lease_expires_to_another_worker) {
   uint64_t task = submit_task(&b, pub, data, NULL);
   an_client_t *x = connect_node(w1), *y = connect_node(w2);
   ck_assert_ptr_nonnull(lease(x, &a, 2));
-  /* Wanda goes silent; Walt's long poll gets the task after the 3 s lease. */
-  Archnet__TaskInfo *t = lease(y, &a, 15);
+  /* Wanda goes silent; Walt's long poll gets the task after the 3 s lease.
+   * Walt pipelines: the poll, then a balance query, whose reply comes
+   * first; the client finds each reply by its request's id. */
+  Archnet__Envelope lreq = ARCHNET__ENVELOPE__INIT, breq = ARCHNET__ENVELOPE__INIT, *r;
+  Archnet__LeaseRequest lr = ARCHNET__LEASE_REQUEST__INIT;
+  Archnet__Capabilities caps = ARCHNET__CAPABILITIES__INIT;
+  Archnet__BalanceQuery bq = ARCHNET__BALANCE_QUERY__INIT;
+  char err[512];
+  uint64_t lease_id = 0, balance_id = 0;
+  caps.memory_bytes = (uint64_t)8 << 30;
+  lr.caps = &caps;
+  lr.wait_seconds = 15;
+  lreq.body_case = ARCHNET__ENVELOPE__BODY_LEASE_REQUEST;
+  lreq.lease_request = &lr;
+  breq.body_case = ARCHNET__ENVELOPE__BODY_BALANCE_QUERY;
+  breq.balance_query = &bq;
+  ck_assert_int_eq(an_client_send(y, &lreq, &lease_id, err, sizeof err), 0);
+  ck_assert_int_eq(an_client_send(y, &breq, &balance_id, err, sizeof err), 0);
+  an_arena_reset(&a);
+  ck_assert_msg(an_client_reply(y, balance_id, &a, &r, err, sizeof err) == 0, "%s", err);
+  ck_assert_int_eq(r->body_case, ARCHNET__ENVELOPE__BODY_BALANCE);
+  ck_assert_int_eq(r->balance->credits, 0);
+  an_arena_reset(&a);
+  ck_assert_msg(an_client_reply(y, lease_id, &a, &r, err, sizeof err) == 0, "%s", err);
+  ck_assert_int_eq(r->body_case, ARCHNET__ENVELOPE__BODY_LEASE_GRANTED);
+  Archnet__TaskInfo *t = r->lease_granted->task;
   ck_assert_ptr_nonnull(t);
   ck_assert_uint_eq(t->task_id, task);
   ck_assert_uint_eq(t->attempts, 2);
@@ -522,25 +568,6 @@ START_TEST(test_same_dataset_two_publishers_at_once) {
 }
 END_TEST
 
-/* Waits until the broker's log has `text`. */
-static int log_has(const char *log, const char *text, int seconds) {
-  for (int i = 0; i < seconds * 10; i++) {
-    FILE *f = fopen(log, "r");
-    char line[1024];
-    int found = 0;
-    while (f && !found && fgets(line, sizeof line, f))
-      found = strstr(line, text) != NULL;
-    if (f)
-      fclose(f);
-    if (found)
-      return 1;
-    usleep(100 * 1000);
-  }
-  return 0;
-}
-
-/* SIGHUP re-reads the config file: new tunables apply, a broken file is
- * refused and the running configuration kept. */
 START_TEST(test_sighup_reloads_config) {
   broker_t b;
   char conf[700];
