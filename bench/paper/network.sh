@@ -134,7 +134,7 @@ val_n=$(/usr/bin/python3 -c 'import numpy, sys; print(numpy.load(sys.argv[1], mm
   "$enc/val_y.npy")
 offline=""
 ae_csv=$(dirname "$enc")/ae.csv
-[ -f "$ae_csv" ] && offline=$(tail -1 "$ae_csv" | cut -d, -f4)
+[ -f "$ae_csv" ] && offline=$(printf '%.2f' "$(tail -1 "$ae_csv" | cut -d, -f4)")
 {
   echo "ArchNet network run (bench/paper/network.sh)"
   echo "  recipe: $preset, --normalize $normalize, --schedule $schedule, $epochs epochs, Adam 1e-3, batch 64, seed 1, f32"
