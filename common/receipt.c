@@ -24,6 +24,25 @@ size_t an_receipt_message(const an_receipt_doc_t *r, char *buf, size_t cap) {
   return n > 0 && (size_t)n < cap ? (size_t)n : 0;
 }
 
+int an_receipt_from_wire(const Archnet__Receipt *wire, an_receipt_doc_t *r) {
+  memset(r, 0, sizeof *r);
+  if (wire->signature.len > sizeof r->signature || wire->broker_key.len > sizeof r->broker_key)
+    return AN_EFORMAT;
+  r->transfer_id = wire->transfer_id;
+  r->task_id = wire->task_id;
+  r->worker_id = wire->worker_id;
+  r->amount = wire->amount;
+  r->fee = wire->fee;
+  r->time = wire->time;
+  if (wire->signature.len)
+    memcpy(r->signature, wire->signature.data, wire->signature.len);
+  if (wire->broker_key.len)
+    memcpy(r->broker_key, wire->broker_key.data, wire->broker_key.len);
+  r->signature_len = wire->signature.len;
+  r->broker_key_len = wire->broker_key.len;
+  return 0;
+}
+
 static int an_receipt_ssl_error(const char *what, char *err, size_t errlen) {
   char detail[256] = "";
   unsigned long e = ERR_peek_last_error();

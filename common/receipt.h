@@ -30,6 +30,8 @@
 
 #include <openssl/evp.h>
 
+#include "proto/archnet.pb-c.h"
+
 #define AN_RECEIPT_MAX_SIG 1024 /* room for an RSA-4096 signature too */
 #define AN_RECEIPT_MAX_KEY 1024
 #define AN_RECEIPT_MAX_MESSAGE 256
@@ -46,6 +48,10 @@ typedef struct an_receipt_doc {
 /* The text above for `r`'s fields into buf; its length, or 0 if it does
  * not fit. */
 size_t an_receipt_message(const an_receipt_doc_t *r, char *buf, size_t cap);
+
+/* The receipt a broker sent (its fields, signature and key) as a document;
+ * AN_EFORMAT if the signature or key is longer than any this reads. */
+int an_receipt_from_wire(const Archnet__Receipt *wire, an_receipt_doc_t *r);
 
 /* Fills r->signature and r->broker_key with `key` (a private key; borrowed).
  * 0, or AN_ETLS with OpenSSL's reason in err. */

@@ -34,24 +34,10 @@ int an_worker_keep_receipt(an_client_t *c, an_arena_t *arena, uint64_t task, uin
     snprintf(err, errlen, "the broker answered a receipt query with something else");
     return AN_EPROTO;
   }
-  const Archnet__Receipt *r = reply->receipt;
-  memset(&doc, 0, sizeof doc);
-  doc.transfer_id = r->transfer_id;
-  doc.task_id = r->task_id;
-  doc.worker_id = r->worker_id;
-  doc.amount = r->amount;
-  doc.fee = r->fee;
-  doc.time = r->time;
-  if (r->signature.len > sizeof doc.signature || r->broker_key.len > sizeof doc.broker_key) {
+  if (an_receipt_from_wire(reply->receipt, &doc) != 0) {
     snprintf(err, errlen, "the receipt's signature or key is too long");
     return AN_EFORMAT;
   }
-  if (r->signature.len)
-    memcpy(doc.signature, r->signature.data, r->signature.len);
-  if (r->broker_key.len)
-    memcpy(doc.broker_key, r->broker_key.data, r->broker_key.len);
-  doc.signature_len = r->signature.len;
-  doc.broker_key_len = r->broker_key.len;
   if (doc.task_id != task || doc.worker_id != worker) {
     snprintf(err, errlen, "the broker sent a receipt of task %llu to worker %llu for task %llu "
              "to worker %llu", (unsigned long long)doc.task_id,
