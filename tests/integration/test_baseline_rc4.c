@@ -16,20 +16,6 @@
 #define PYTHON "/usr/bin/python3"
 #define LIMIT "300"
 
-static char *dir;
-
-static void make_dir(void) {
-  dir = an_test_tmpdir();
-  ck_assert_ptr_nonnull(dir);
-}
-
-static void remove_dir(void) {
-  if (dir)
-    an_test_rmtree(dir);
-  free(dir);
-  dir = NULL;
-}
-
 static char *env(const char *name) {
   char *v = getenv(name);
   ck_assert_msg(v != NULL, "%s is not set; run through meson", name);
@@ -38,7 +24,7 @@ static char *env(const char *name) {
 
 static char *out_dir(const char *name) {
   static char path[1024];
-  ck_assert_int_lt(snprintf(path, sizeof path, "%s/%s", dir, name), (int)sizeof path);
+  ck_assert_int_lt(snprintf(path, sizeof path, "%s/%s", an_test_scratch(), name), (int)sizeof path);
   return path;
 }
 
@@ -147,7 +133,7 @@ END_TEST
 START_TEST(test_bad_input) {
   char *pub = env("ARCHNET_PUBLISHER"), *mnist = env("ARCHNET_MNIST_DIR"), *out = out_dir("o");
   char absent[1100];
-  snprintf(absent, sizeof absent, "%s/absent", dir);
+  snprintf(absent, sizeof absent, "%s/absent", an_test_scratch());
 #define RC4(...) (char *[]){pub, "baseline", "rc4", __VA_ARGS__, NULL}
   an_test_expect_run(RC4("--data", mnist, "--out", out), 2, NULL, "give --key HEX");
   an_test_expect_run(RC4("--key", "0102030405", "--out", out), 2, NULL, "give --data DIR");
@@ -169,8 +155,8 @@ START_TEST(test_bad_input) {
                      "unexpected argument 'extra'");
   an_test_expect_run(RC4("--data", absent, "--out", out, "--key", "0102030405"), 1, NULL,
                      "absent: cannot open the dataset folder: No such file or directory");
-  an_test_expect_run(RC4("--data", dir, "--out", out, "--key", "0102030405"), 1, NULL,
-                     "no dataset found; looked for MNIST idx files");
+  an_test_expect_run(RC4("--data", (char *)an_test_scratch(), "--out", out, "--key", "0102030405"),
+                     1, NULL, "no dataset found; looked for MNIST idx files");
   an_test_expect_run((char *[]){pub, "baseline", NULL}, 2, NULL, "baseline rc4");
   an_test_expect_run((char *[]){pub, "baseline", "des", NULL}, 2, NULL, "unknown baseline 'des'");
   an_test_expect_run((char *[]){pub, "baseline", "--help", NULL}, 0, "rc4", NULL);
@@ -182,7 +168,7 @@ END_TEST
 /* Without the legacy provider RC4 cannot run, and the message says why. */
 START_TEST(test_no_legacy_provider) {
   char modules[1100];
-  snprintf(modules, sizeof modules, "%s/no-modules-here", dir);
+  snprintf(modules, sizeof modules, "%s/no-modules-here", an_test_scratch());
   ck_assert_int_eq(setenv("OPENSSL_MODULES", modules, 1), 0);
   char *argv[] = {env("ARCHNET_PUBLISHER"), "baseline", "rc4", "--data", env("ARCHNET_MNIST_DIR"),
                   "--out", out_dir("o"), "--key", "0102030405", NULL};
@@ -193,7 +179,7 @@ END_TEST
 static Suite *baseline_rc4_suite(void) {
   Suite *s = suite_create("baseline-rc4");
   TCase *tc = tcase_create("cli");
-  tcase_add_checked_fixture(tc, make_dir, remove_dir);
+  tcase_add_checked_fixture(tc, an_test_scratch_make, an_test_scratch_remove);
   tcase_set_timeout(tc, 120);
   tcase_add_test(tc, test_stream_f16);
   tcase_add_test(tc, test_per_image_u8_long_key);

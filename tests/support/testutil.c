@@ -128,6 +128,49 @@ void an_test_rmtree(const char *path) {
   an_test_run(argv, NULL, NULL);
 }
 
+/* The fixture's directory: Check's fixtures take no argument, and each
+ * test runs in its own process. */
+static char *an_test_scratch_dir;
+
+void an_test_scratch_make(void) {
+  an_test_scratch_dir = an_test_tmpdir();
+  ck_assert_ptr_nonnull(an_test_scratch_dir);
+}
+
+void an_test_scratch_remove(void) {
+  if (an_test_scratch_dir)
+    an_test_rmtree(an_test_scratch_dir);
+  free(an_test_scratch_dir);
+  an_test_scratch_dir = NULL;
+}
+
+const char *an_test_scratch(void) {
+  ck_assert_ptr_nonnull(an_test_scratch_dir);
+  return an_test_scratch_dir;
+}
+
+char *an_test_scratch_path(const char *name) {
+  const char *dir = an_test_scratch();
+  size_t n = strlen(dir) + strlen(name) + 2;
+  char *p = malloc(n);
+  ck_assert_ptr_nonnull(p);
+  snprintf(p, n, "%s/%s", dir, name);
+  return p;
+}
+
+char *an_test_python(const char *script, const char *arg) {
+  char *argv[] = {"/usr/bin/python3", "-c", (char *)script, (char *)arg, NULL};
+  char *out = NULL, *err = NULL;
+  int status = an_test_run(argv, &out, &err);
+  ck_assert_msg(status == 0,
+                "/usr/bin/python3 failed (exit %d; python3-numpy and python3-torch are test "
+                "dependencies, installed by ./archnet setup): %s",
+                status, err ? err : "");
+  free(err);
+  ck_assert_ptr_nonnull(out);
+  return out;
+}
+
 void an_test_expect_run(char *const argv[], int status, const char *in_out, const char *in_err) {
   char *out = NULL, *err = NULL;
   int rc = an_test_run(argv, &out, &err);

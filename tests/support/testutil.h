@@ -37,6 +37,21 @@ char *an_test_tmpdir(void);
 /* Removes a directory tree made by the test (best effort). */
 void an_test_rmtree(const char *path);
 
+/* A scratch directory for the running test, as a Check checked fixture:
+ * tcase_add_checked_fixture(tc, an_test_scratch_make, an_test_scratch_remove).
+ * Check runs each test in a process of its own, so one per process is one
+ * per test. an_test_scratch() is its path between the two calls;
+ * an_test_scratch_path(name) is a heap path inside it (caller frees). */
+void an_test_scratch_make(void);
+void an_test_scratch_remove(void);
+const char *an_test_scratch(void);
+char *an_test_scratch_path(const char *name);
+
+/* Runs Debian's Python (/usr/bin/python3, which has NumPy and PyTorch) on
+ * `script` with `arg` as sys.argv[1]; a failure fails the test with
+ * Python's stderr. Returns stdout (caller frees). */
+char *an_test_python(const char *script, const char *arg);
+
 /* main() for a test program holding one Check suite. */
 #define AN_TEST_MAIN(suite_fn)                                                \
   int main(void) {                                                            \

@@ -17,31 +17,7 @@
 #include "tests/support/testutil.h"
 #include "worker/trainer.h"
 
-#define PYTHON "/usr/bin/python3"
-
 enum { N = 512, C = 2, H = 8, W = 8, HW = H * W, ITEM = C * HW, CLASSES = 2 };
-
-static char *dir;
-
-static void make_dir(void) {
-  dir = an_test_tmpdir();
-  ck_assert_ptr_nonnull(dir);
-}
-
-static void remove_dir(void) {
-  if (dir)
-    an_test_rmtree(dir);
-  free(dir);
-  dir = NULL;
-}
-
-static char *path_in(const char *name) {
-  size_t n = strlen(dir) + strlen(name) + 2;
-  char *p = malloc(n);
-  ck_assert_ptr_nonnull(p);
-  snprintf(p, n, "%s/%s", dir, name);
-  return p;
-}
 
 /* Writes X.npy (float16, as the publisher stores codes) and Y.npy into
  * argv[1], and prints NumPy's mean image then 1 / per-channel std of the
@@ -61,11 +37,7 @@ static const char make_data[] =
     "print(' '.join(repr(float(v)) for v in np.concatenate([m.ravel(), 1 / s])))\n";
 
 static void run_python(const char *script, const char *arg, float *out, size_t n) {
-  char *argv[] = {PYTHON, "-c", (char *)script, (char *)arg, NULL};
-  char *text = NULL, *err = NULL;
-  int status = an_test_run(argv, &text, &err);
-  ck_assert_msg(status == 0, "%s failed (exit %d; is python3-numpy installed?): %s", PYTHON,
-                status, err ? err : "");
+  char *text = an_test_python(script, arg);
   const char *p = text;
   for (size_t i = 0; i < n; i++) {
     char *end;
@@ -74,7 +46,6 @@ static void run_python(const char *script, const char *arg, float *out, size_t n
     p = end;
   }
   free(text);
-  free(err);
 }
 
 /* The float values of initializer `name` in the ONNX file, or NULL. */
@@ -131,8 +102,9 @@ static double onnx_accuracy(const char *onnx, const char *x_path, const char *y_
 
 START_TEST(test_normalized_recipe) {
   float ref[ITEM + C];
-  char err[1024], *x = path_in("X.npy"), *y = path_in("Y.npy"), *onnx = path_in("m.onnx");
-  run_python(make_data, dir, ref, ITEM + C);
+  char err[1024], *x = an_test_scratch_path("X.npy"), *y = an_test_scratch_path("Y.npy"),
+                  *onnx = an_test_scratch_path("m.onnx");
+  run_python(make_data, an_test_scratch(), ref, ITEM + C);
 
   an_train_job_t job = {.x_path = x, .y_path = y, .c = C, .h = H, .w = W, .classes = CLASSES,
                         .out_path = onnx, .preset = "cnn-patch", .epochs = 4, .batch = 32,
@@ -179,7 +151,7 @@ END_TEST
 static Suite *trainer_suite(void) {
   Suite *s = suite_create("trainer");
   TCase *tc = tcase_create("recipe");
-  tcase_add_checked_fixture(tc, make_dir, remove_dir);
+  tcase_add_checked_fixture(tc, an_test_scratch_make, an_test_scratch_remove);
   tcase_add_test(tc, test_normalized_recipe);
   tcase_set_timeout(tc, 300);
   suite_add_tcase(s, tc);

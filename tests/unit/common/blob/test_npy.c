@@ -17,46 +17,6 @@
 #include "common/error.h"
 #include "tests/support/testutil.h"
 
-#define PYTHON "/usr/bin/python3"
-
-static char *dir;
-
-/* Runs a Python snippet with `arg` as sys.argv[1]; fails the test, naming
- * the missing dependency if that is the cause. Returns stdout (caller frees). */
-static char *run_python(const char *script, const char *arg) {
-  char *argv[] = {PYTHON, "-c", (char *)script, (char *)arg, NULL};
-  char *out = NULL, *err = NULL;
-  int status = an_test_run(argv, &out, &err);
-  if (status != 0 && err && strstr(err, "No module named 'numpy'"))
-    ck_abort_msg("python3-numpy is missing: it is a declared test dependency "
-                 "(apt-get install python3-numpy)");
-  ck_assert_msg(status == 0, "%s failed (exit %d; is python3-numpy installed?): %s", PYTHON,
-                status, err ? err : "");
-  free(err);
-  ck_assert_ptr_nonnull(out);
-  return out;
-}
-
-static char *path_in(const char *name) {
-  size_t n = strlen(dir) + strlen(name) + 2;
-  char *p = malloc(n);
-  ck_assert_ptr_nonnull(p);
-  snprintf(p, n, "%s/%s", dir, name);
-  return p;
-}
-
-static void make_dir(void) {
-  dir = an_test_tmpdir();
-  ck_assert_ptr_nonnull(dir);
-}
-
-static void remove_dir(void) {
-  if (dir)
-    an_test_rmtree(dir);
-  free(dir);
-  dir = NULL;
-}
-
 /* ---- NumPy writes, we read -------------------------------------------- */
 
 static const char numpy_files[] =
@@ -84,8 +44,8 @@ static const char numpy_files[] =
     "print('written')\n";
 
 static void make_numpy_files(void) {
-  make_dir();
-  char *out = run_python(numpy_files, dir);
+  an_test_scratch_make();
+  char *out = an_test_python(numpy_files, an_test_scratch());
   ck_assert_str_eq(out, "written\n");
   free(out);
 }
@@ -93,7 +53,7 @@ static void make_numpy_files(void) {
 /* Reads dir/name, which must succeed, with the given dtype and shape. */
 static void read_ok(const char *name, an_npy_t *a, an_npy_dtype_t dtype, int ndim,
                     const int64_t *shape) {
-  char err[512] = "", *path = path_in(name);
+  char err[512] = "", *path = an_test_scratch_path(name);
   int rc = an_npy_read(path, 0, a, err, sizeof err);
   ck_assert_msg(rc == 0, "%s: %s (%s)", name, err, an_err_name(rc));
   ck_assert_int_eq(a->dtype, dtype);
@@ -122,7 +82,7 @@ static void read_fails(const char *path, size_t max_bytes, int code, const char 
 
 START_TEST(test_numpy_is_installed) {
   /* The other tests need it; this one makes the cause obvious. */
-  char *out = run_python("import numpy; print(numpy.__name__)", "");
+  char *out = an_test_python("import numpy; print(numpy.__name__)", "");
   ck_assert_str_eq(out, "numpy\n");
   free(out);
 }
@@ -240,7 +200,7 @@ START_TEST(test_read_scalar_one_tuple_empty_8d) {
     ck_assert_float_eq(v[i], (float)i);
   an_npy_free(&a);
 
-  read_fails((path = path_in("dims9.npy")), 0, AN_EUNSUPPORTED, "8 dimensions");
+  read_fails((path = an_test_scratch_path("dims9.npy")), 0, AN_EUNSUPPORTED, "8 dimensions");
   free(path);
 }
 END_TEST
@@ -268,7 +228,7 @@ START_TEST(test_read_refuses_what_it_cannot_hold) {
       {"rec.npy", "structured"},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-    char *path = path_in(cases[i].name);
+    char *path = an_test_scratch_path(cases[i].name);
     read_fails(path, 0, AN_EUNSUPPORTED, cases[i].what);
     free(path);
   }
@@ -277,7 +237,7 @@ END_TEST
 
 START_TEST(test_read_max_bytes) {
   an_npy_t a;
-  char err[512], *path = path_in("f32.npy");
+  char err[512], *path = an_test_scratch_path("f32.npy");
   read_fails(path, 479, AN_ETOOBIG, "limit");
   ck_assert_int_eq(an_npy_read(path, 480, &a, err, sizeof err), 0);
   an_npy_free(&a);
@@ -377,11 +337,11 @@ START_TEST(test_write_read_back_by_numpy) {
       weighted += element(cases[c].dtype, i) * (double)i;
     }
     snprintf(name, sizeof name, "w%zu.npy", c);
-    path = path_in(name);
+    path = an_test_scratch_path(name);
     ck_assert_msg(an_npy_write(path, cases[c].dtype, cases[c].ndim, cases[c].shape, data, err,
                                sizeof err) == 0, "%s", err);
 
-    out = run_python(numpy_check, path);
+    out = an_test_python(numpy_check, path);
     snprintf(want, sizeof want, "%s %s True %.17g %.17g 1.0 0\n", cases[c].descr,
              cases[c].ndim ? shape : "-", sum, weighted);
     ck_assert_msg(strcmp(out, want) == 0, "case %zu: numpy says %s, want %s", c, out, want);
@@ -410,7 +370,7 @@ START_TEST(test_write_replaces_and_refuses) {
   static const int64_t s3[] = {3}, neg[] = {2, -1}, huge[] = {INT64_MAX, INT64_MAX};
   static const int64_t nine[9] = {1, 1, 1, 1, 1, 1, 1, 1, 1};
   float first[3] = {1, 2, 3}, second[3] = {4, 5, 6}, v[3];
-  char err[512], *path = path_in("replace.npy");
+  char err[512], *path = an_test_scratch_path("replace.npy");
   an_npy_t a;
 
   ck_assert_int_eq(an_npy_write(path, AN_NPY_F32, 1, s3, first, err, sizeof err), 0);
@@ -437,7 +397,7 @@ START_TEST(test_write_replaces_and_refuses) {
   an_npy_free(&a);
   free(path);
 
-  path = path_in("no/such/dir.npy");
+  path = an_test_scratch_path("no/such/dir.npy");
   ck_assert_int_eq(an_npy_write(path, AN_NPY_F32, 1, s3, first, err, sizeof err), UV_ENOENT);
   ck_assert_ptr_nonnull(strstr(err, path));
   free(path);
@@ -450,7 +410,7 @@ END_TEST
  * header exactly as given, then `datalen` bytes of data. */
 static char *write_raw(const char *name, int major, const char *header, size_t hlen,
                        uint32_t claimed_hlen, size_t datalen) {
-  char *path = path_in(name);
+  char *path = an_test_scratch_path(name);
   FILE *f = fopen(path, "wb");
   uint8_t pre[12] = {0x93, 'N', 'U', 'M', 'P', 'Y', (uint8_t)major, 0};
   size_t prelen = major == 1 ? 10 : 12;
@@ -500,7 +460,7 @@ END_TEST
 
 START_TEST(test_bad_magic_version_and_short_files) {
   static const char good[] = "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }\n";
-  char *path = path_in("magic.npy");
+  char *path = an_test_scratch_path("magic.npy");
   FILE *f = fopen(path, "wb");
   ck_assert_uint_eq(fwrite("\x93NUMPX\x01\x00\x3b\x00", 1, 10, f), 10);
   fputs(good, f);
@@ -508,12 +468,12 @@ START_TEST(test_bad_magic_version_and_short_files) {
   read_fails(path, 0, AN_EFORMAT, "bad magic");
   free(path);
 
-  path = path_in("zero.npy");
+  path = an_test_scratch_path("zero.npy");
   fclose(fopen(path, "wb"));
   read_fails(path, 0, AN_EFORMAT, "bad magic");
   free(path);
 
-  path = path_in("pickle.npy");
+  path = an_test_scratch_path("pickle.npy");
   f = fopen(path, "wb");
   fputs("\x80\x04\x95", f);
   fclose(f);
@@ -533,10 +493,10 @@ START_TEST(test_bad_magic_version_and_short_files) {
   read_fails(path, 0, AN_EFORMAT, "truncated .npy header");
   free(path);
 
-  path = path_in("missing.npy");
+  path = an_test_scratch_path("missing.npy");
   read_fails(path, 0, UV_ENOENT, "cannot open");
   free(path);
-  read_fails(dir, 0, UV_EISDIR, "directory");
+  read_fails(an_test_scratch(), 0, UV_EISDIR, "directory");
 }
 END_TEST
 
@@ -663,7 +623,8 @@ END_TEST
 
 /* Random byte damage to the header: an error or a consistent array. */
 START_TEST(test_random_damage) {
-  char *good = write_header("good.npy", f4x3, 12), *path = path_in("damaged.npy"), err[512];
+  char *good = write_header("good.npy", f4x3, 12), *path = an_test_scratch_path("damaged.npy"),
+       err[512];
   size_t total = 10 + strlen(f4x3) + 12;
   uint8_t bytes[256], copy[256];
   uint64_t seed = 0x6e7079;
@@ -756,7 +717,7 @@ static Suite *npy_suite(void) {
   Suite *s = suite_create("npy");
   TCase *numpy = tcase_create("numpy");
   TCase *bad = tcase_create("built-here");
-  tcase_add_checked_fixture(numpy, make_numpy_files, remove_dir);
+  tcase_add_checked_fixture(numpy, make_numpy_files, an_test_scratch_remove);
   tcase_set_timeout(numpy, 60);
   tcase_add_test(numpy, test_numpy_is_installed);
   tcase_add_test(numpy, test_read_f32_4d);
@@ -769,7 +730,7 @@ static Suite *npy_suite(void) {
   tcase_add_test(numpy, test_read_max_bytes);
   tcase_add_test(numpy, test_write_read_back_by_numpy);
   suite_add_tcase(s, numpy);
-  tcase_add_checked_fixture(bad, make_dir, remove_dir);
+  tcase_add_checked_fixture(bad, an_test_scratch_make, an_test_scratch_remove);
   tcase_set_timeout(bad, 60);
   tcase_add_test(bad, test_write_replaces_and_refuses);
   tcase_add_test(bad, test_header_variants_accepted);

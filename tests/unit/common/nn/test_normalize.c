@@ -18,43 +18,7 @@
 #include "common/nn/spec.h"
 #include "tests/support/testutil.h"
 
-#define PYTHON "/usr/bin/python3"
-
 enum { N = 9, C = 3, H = 4, W = 5, HW = H * W, ITEM = C * HW };
-
-static char *dir;
-
-static void make_dir(void) {
-  dir = an_test_tmpdir();
-  ck_assert_ptr_nonnull(dir);
-}
-
-static void remove_dir(void) {
-  if (dir)
-    an_test_rmtree(dir);
-  free(dir);
-  dir = NULL;
-}
-
-static char *path_in(const char *name) {
-  size_t n = strlen(dir) + strlen(name) + 2;
-  char *p = malloc(n);
-  ck_assert_ptr_nonnull(p);
-  snprintf(p, n, "%s/%s", dir, name);
-  return p;
-}
-
-/* Runs a Python snippet with `arg` as sys.argv[1]; returns stdout. */
-static char *run_python(const char *script, const char *arg) {
-  char *argv[] = {PYTHON, "-c", (char *)script, (char *)arg, NULL};
-  char *out = NULL, *err = NULL;
-  int status = an_test_run(argv, &out, &err);
-  ck_assert_msg(status == 0, "%s failed (exit %d; are python3-numpy and python3-torch "
-                             "installed?): %s", PYTHON, status, err ? err : "");
-  free(err);
-  ck_assert_ptr_nonnull(out);
-  return out;
-}
 
 /* N samples like ArchNet codes: each (channel, position) has its own large
  * offset, each channel its own spread. */
@@ -103,10 +67,10 @@ static const char numpy_stats[] =
 
 START_TEST(test_statistics_match_numpy) {
   float x[N * ITEM], ref[C + C + ITEM + C + N * ITEM];
-  char *path = path_in("x.f32");
+  char *path = an_test_scratch_path("x.f32");
   make_samples(x);
   write_raw(path, x, N * ITEM);
-  char *out = run_python(numpy_stats, path);
+  char *out = an_test_python(numpy_stats, path);
   parse_floats(out, ref, sizeof ref / sizeof *ref);
   free(out);
   free(path);
@@ -172,10 +136,10 @@ static void onnx_eval(const char *path, const float *x, float *y) {
  * standardised; exported without it, it does not. Both modes. */
 START_TEST(test_export_takes_raw_inputs) {
   float x[N * ITEM], ref[C + C + ITEM + C + N * ITEM], y_onnx[N * 2], y_plain[N * 2];
-  char err[512], *xpath = path_in("x.f32"), *onnx = path_in("m.onnx");
+  char err[512], *xpath = an_test_scratch_path("x.f32"), *onnx = an_test_scratch_path("m.onnx");
   make_samples(x);
   write_raw(xpath, x, N * ITEM);
-  char *out = run_python(numpy_stats, xpath);
+  char *out = an_test_python(numpy_stats, xpath);
   parse_floats(out, ref, sizeof ref / sizeof *ref);
   free(out);
 
@@ -267,7 +231,7 @@ static const char torch_cosine[] =
 START_TEST(test_cosine_matches_torch) {
   enum { T = 37 };
   float ref[T + 1];
-  char *out = run_python(torch_cosine, "37");
+  char *out = an_test_python(torch_cosine, "37");
   parse_floats(out, ref, T + 1);
   free(out);
   for (int t = 0; t <= T; t++) {
@@ -282,7 +246,7 @@ END_TEST
 static Suite *normalize_suite(void) {
   Suite *s = suite_create("normalize");
   TCase *tc = tcase_create("recipe");
-  tcase_add_checked_fixture(tc, make_dir, remove_dir);
+  tcase_add_checked_fixture(tc, an_test_scratch_make, an_test_scratch_remove);
   tcase_add_test(tc, test_statistics_match_numpy);
   tcase_add_test(tc, test_empty_statistics_are_an_error);
   tcase_add_test(tc, test_export_takes_raw_inputs);
