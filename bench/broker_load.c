@@ -124,9 +124,13 @@ static cpu_times_t proc_cpu(long pid) {
 
 typedef struct blob_file {
   char path[1024];
-  char sha[65];
-  uint64_t size;
+  an_blob_digests_t d; /* owned: address, size, per-chunk digests */
 } blob_file_t;
+
+static void blob_files_free(blob_file_t *b, size_t n) {
+  for (size_t i = 0; b && i < n; i++)
+    an_blob_digests_free(&b[i].d);
+}
 
 /* What every tiny task names: four small datasets (train X/Y, validation
  * X/Y). Blobs are content-addressed, so only the first task's uploads move
@@ -186,11 +190,12 @@ static int write_tiny_models(const char *dir, size_t n, blob_file_t **out, char 
     snprintf(producer, sizeof producer, "broker_load model %zu", i);
     snprintf(models[i].path, sizeof models[i].path, "%s/model-%zu.onnx", dir, i);
     if ((rc = an_onnx_export(m, &opts, models[i].path, err, errlen)) == 0)
-      rc = an_file_sha256(models[i].path, models[i].sha, &models[i].size, err, errlen);
+      rc = an_blob_digests_of(models[i].path, 0, &models[i].d, err, errlen);
   }
 done:
   an_model_free(m);
   if (rc != 0) {
+    blob_files_free(models, n);
     free(models);
     models = NULL;
   }
@@ -211,7 +216,7 @@ static int tiny_work_make(const char *dir, tiny_work_t *tw, char *err, size_t er
   if ((rc = write_tiny_npys(dir, tw, err, errlen)) != 0)
     goto done;
   for (int k = 0; k < 4 && rc == 0; k++)
-    rc = an_file_sha256(tw->data[k].path, tw->data[k].sha, &tw->data[k].size, err, errlen);
+    rc = an_blob_digests_of(tw->data[k].path, 0, &tw->data[k].d, err, errlen);
 done:
   return rc;
 }
@@ -244,8 +249,8 @@ static int connect_node(const char *cred_path, an_client_t **out, char *err, siz
 
 static void blob_ref(const blob_file_t *b, Archnet__BlobRef *ref) {
   archnet__blob_ref__init(ref);
-  ref->sha256 = (char *)b->sha;
-  ref->size = b->size;
+  ref->sha256 = (char *)b->d.sha256;
+  ref->size = b->d.size;
 }
 
 /* SubmitTask for the tiny shape with the given datasets (train X may be
@@ -288,8 +293,7 @@ static int submit_tiny(an_client_t *pub, an_arena_t *arena, const tiny_work_t *t
   uint64_t task = 0;
   int rc = submit_task(pub, arena, data, lease_seconds, min_memory, &task, err, errlen);
   for (int k = 0; k < 4 && rc == 0; k++)
-    rc = an_transfer_upload(pub, task, data[k]->path, data[k]->sha, data[k]->size, 0, NULL,
-                            NULL, err, errlen);
+    rc = an_transfer_upload(pub, task, data[k]->path, &data[k]->d, NULL, NULL, err, errlen);
   return rc;
 }
 
@@ -337,7 +341,7 @@ static int submit_model(an_client_t *c, an_arena_t *arena, uint64_t task, const 
   Archnet__Envelope req = ARCHNET__ENVELOPE__INIT, *reply = NULL;
   Archnet__SubmitModel sm = ARCHNET__SUBMIT_MODEL__INIT;
   Archnet__BlobRef ref;
-  int rc = an_transfer_upload(c, task, m->path, m->sha, m->size, 0, NULL, NULL, err, errlen);
+  int rc = an_transfer_upload(c, task, m->path, &m->d, NULL, NULL, err, errlen);
   if (rc == 0) {
     blob_ref(m, &ref);
     sm.task_id = task;
@@ -603,6 +607,7 @@ static int cmd_cycles(int argc, char **argv) {
   size_t n_workers = 0, total = 0;
   int first, status;
 
+  memset(&tw, 0, sizeof tw);
   an_arena_init(&arena, 0, 0);
   if ((status = an_cli_parse(&cycles_spec, &s, argc, argv, &first)) >= 0)
     goto done;
@@ -693,7 +698,9 @@ done:
   an_client_close(pub);
   an_arena_destroy(&arena);
   free(logs);
+  blob_files_free(models, (size_t)s.tasks);
   free(models);
+  blob_files_free(tw.data, 4);
   free(w);
   an_config_free(&cycles_spec, &s);
   return status;
@@ -1015,6 +1022,7 @@ static int cmd_idle(int argc, char **argv) {
   int first, status, loop = 0;
 
   memset(&p, 0, sizeof p);
+  memset(&tw, 0, sizeof tw);
   an_arena_init(&p.arena, 0, 0);
   if ((status = an_cli_parse(&idle_spec, &s, argc, argv, &first)) >= 0)
     goto done;
@@ -1111,6 +1119,7 @@ done:
     if (uv_loop_close(&p.loop) != 0)
       fprintf(stderr, "broker_load idle: the loop still had handles open\n");
   }
+  blob_files_free(tw.data, 4);
   an_client_close(pub);
   an_tls_ctx_free(p.tls);
   an_arena_destroy(&p.arena);
@@ -1221,6 +1230,7 @@ static int cmd_upload(int argc, char **argv) {
 
   an_arena_init(&arena, 0, 0);
   memset(&big, 0, sizeof big);
+  memset(&tw, 0, sizeof tw);
   if ((status = an_cli_parse(&upload_spec, &s, argc, argv, &first)) >= 0)
     goto done;
   status = AN_EXIT_USAGE;
@@ -1247,19 +1257,19 @@ static int cmd_upload(int argc, char **argv) {
     if (stamp_big_file(big.path, uv_hrtime() ^ chunks[i], err, sizeof err) != 0)
       goto fail;
     double t0 = now_s();
-    if (an_file_sha256(big.path, big.sha, &big.size, err, sizeof err) != 0)
+    an_blob_digests_free(&big.d);
+    if (an_blob_digests_of(big.path, (uint32_t)chunks[i], &big.d, err, sizeof err) != 0)
       goto fail;
     hash_s += now_s() - t0;
     if (submit_task(pub, &arena, data, 600, UNRUNNABLE_MEMORY, &task, err, sizeof err) != 0)
       goto fail;
     for (int k = 1; k < 4; k++)
-      if (an_transfer_upload(pub, task, data[k]->path, data[k]->sha, data[k]->size, 0, NULL,
-                             NULL, err, sizeof err) != 0)
+      if (an_transfer_upload(pub, task, data[k]->path, &data[k]->d, NULL, NULL, err,
+                             sizeof err) != 0)
         goto fail;
     cpu_times_t broker0 = proc_cpu((long)s.broker_pid), self0 = proc_cpu(0);
     t0 = now_s();
-    int rc = an_transfer_upload(pub, task, big.path, big.sha, big.size, (uint32_t)chunks[i],
-                                NULL, NULL, err, sizeof err);
+    int rc = an_transfer_upload(pub, task, big.path, &big.d, NULL, NULL, err, sizeof err);
     double secs = now_s() - t0;
     cpu_times_t broker1 = proc_cpu((long)s.broker_pid), self1 = proc_cpu(0);
     if (rc == AN_EREMOTE) { /* the broker's limits are a result too */
@@ -1272,11 +1282,11 @@ static int cmd_upload(int argc, char **argv) {
     printf("| upload of a %.2f GiB blob over TLS, %.0f KiB chunks | %.2f GB/s | %.2f s; "
            "%" PRIu64 " chunks, 4 in flight, each checked against the broker's running "
            "SHA-256 and fdatasync'ed before its ack |\n",
-           (double)big.size / 1073741824.0, (double)chunks[i] / 1024,
-           (double)big.size / secs / 1e9, secs, (big.size + chunks[i] - 1) / chunks[i]);
+           (double)big.d.size / 1073741824.0, (double)chunks[i] / 1024,
+           (double)big.d.size / secs / 1e9, secs, (big.d.size + chunks[i] - 1) / chunks[i]);
     /* Client and broker work at once (chunks in flight); on a shared
      * machine their CPU times together bound the rate. */
-    double gib = (double)big.size / 1073741824.0;
+    double gib = (double)big.d.size / 1073741824.0;
     if (s.broker_pid)
       printf("| CPU per GiB at %.0f KiB chunks: broker / client | %.2f / %.2f s | on loopback "
              "both share this machine's cores |\n",
@@ -1286,7 +1296,7 @@ static int cmd_upload(int argc, char **argv) {
   }
   printf("| client: SHA-256 of the file before each upload (not in the figures above) | "
          "%.2f GB/s | OpenSSL, one core |\n",
-         (double)big.size * (double)n_chunks / hash_s / 1e9);
+         (double)big.d.size * (double)n_chunks / hash_s / 1e9);
   status = AN_EXIT_OK;
   goto done;
 fail:
@@ -1294,6 +1304,8 @@ fail:
 done:
   if (made)
     unlink(big.path);
+  an_blob_digests_free(&big.d);
+  blob_files_free(tw.data, 4);
   an_client_close(pub);
   an_arena_destroy(&arena);
   an_config_free(&upload_spec, &s);

@@ -70,8 +70,7 @@ static const an_command_spec_t submit_spec = {
 typedef struct part {
   const char *name;
   char path[4096];
-  char sha256[65];
-  uint64_t size;
+  an_blob_digests_t d; /* owned: its address, size and per-chunk digests */
 } part_t;
 
 static void on_progress(uint64_t done, uint64_t total, void *arg) {
@@ -93,7 +92,7 @@ static uint64_t previous_task(const char *dir, const part_t *parts) {
   int same = json_is_object(digests);
   for (int i = 0; same && i < 4; i++) {
     const char *d = json_string_value(json_object_get(digests, parts[i].name));
-    same = d && strcmp(d, parts[i].sha256) == 0;
+    same = d && strcmp(d, parts[i].d.sha256) == 0;
   }
   if (same)
     id = (uint64_t)json_integer_value(json_object_get(j, "task_id"));
@@ -106,8 +105,8 @@ static int save_task(const char *dir, const part_t *parts, uint64_t id, char *er
   char path[4200];
   int rc = UV_ENOMEM;
   json_t *j = json_pack("{s:I, s:{s:s, s:s, s:s, s:s}}", "task_id", (json_int_t)id, "sha256",
-                        parts[0].name, parts[0].sha256, parts[1].name, parts[1].sha256,
-                        parts[2].name, parts[2].sha256, parts[3].name, parts[3].sha256);
+                        parts[0].name, parts[0].d.sha256, parts[1].name, parts[1].d.sha256,
+                        parts[2].name, parts[2].d.sha256, parts[3].name, parts[3].d.sha256);
   snprintf(path, sizeof path, "%s/%s", dir, TASK_FILE);
   if (j)
     rc = an_json_write_file(path, j, 0644, err, errlen);
@@ -170,10 +169,9 @@ int an_publisher_submit(int argc, char **argv) {
   uint64_t total = 0;
   for (int i = 0; i < 4; i++) {
     snprintf(parts[i].path, sizeof parts[i].path, "%s/%s.npy", s.data, parts[i].name);
-    if ((rc = an_file_sha256(parts[i].path, parts[i].sha256, &parts[i].size, err,
-                             sizeof err)) != 0)
+    if ((rc = an_blob_digests_of(parts[i].path, 0, &parts[i].d, err, sizeof err)) != 0)
       goto fail;
-    total += parts[i].size;
+    total += parts[i].d.size;
   }
   char software[64];
   snprintf(software, sizeof software, "archnet-publisher/%s", AN_VERSION);
@@ -187,8 +185,8 @@ int an_publisher_submit(int argc, char **argv) {
     Archnet__BlobRef *slots[4];
     for (int i = 0; i < 4; i++) {
       archnet__blob_ref__init(&refs[i]);
-      refs[i].sha256 = parts[i].sha256;
-      refs[i].size = parts[i].size;
+      refs[i].sha256 = parts[i].d.sha256;
+      refs[i].size = parts[i].d.size;
       slots[i] = &refs[i];
     }
     st.bounty = (uint64_t)s.bounty;
@@ -223,14 +221,14 @@ int an_publisher_submit(int argc, char **argv) {
   }
   for (int i = 0; i < 4; i++) {
     an_progress_t prog;
-    an_progress_init(&prog, parts[i].size, "B", s.progress);
-    rc = an_transfer_upload(client, task_id, parts[i].path, parts[i].sha256, parts[i].size, 0,
-                            on_progress, &prog, err, sizeof err);
+    an_progress_init(&prog, parts[i].d.size, "B", s.progress);
+    rc = an_transfer_upload(client, task_id, parts[i].path, &parts[i].d, on_progress, &prog, err,
+                            sizeof err);
     an_progress_done(&prog);
     if (rc)
       goto fail;
     fprintf(stderr, "archnet-publisher submit: %s.npy uploaded (%llu bytes, sha256 %.12s...)\n",
-            parts[i].name, (unsigned long long)parts[i].size, parts[i].sha256);
+            parts[i].name, (unsigned long long)parts[i].d.size, parts[i].d.sha256);
   }
   Archnet__TaskQuery q = ARCHNET__TASK_QUERY__INIT;
   q.task_id = task_id;
@@ -252,6 +250,8 @@ fail:
   fprintf(stderr, "archnet-publisher submit: %s\n", err);
   status = AN_EXIT_FAIL;
 done:
+  for (int i = 0; i < 4; i++)
+    an_blob_digests_free(&parts[i].d);
   an_client_close(client);
   an_arena_destroy(&arena);
   an_config_free(&submit_spec, &s);

@@ -265,10 +265,40 @@ static void log_verdict(worker_t *w) {
   }
 }
 
+/* Uploads the trained model (hashed into d) and submits it for the lease. */
+static int submit_model(worker_t *w, const Archnet__TaskInfo *t, const char *model,
+                        const an_blob_digests_t *d) {
+  int rc;
+  while (transient(rc = an_transfer_upload(w->client, t->task_id, model, d, NULL, NULL, w->err,
+                                           sizeof w->err))) {
+    logf_("task %llu: upload interrupted: %s", (unsigned long long)t->task_id, w->err);
+    if (reconnect(w) != 0)
+      break;
+  }
+  if (rc)
+    return rc;
+  Archnet__Envelope req = ARCHNET__ENVELOPE__INIT, *reply;
+  Archnet__SubmitModel sm = ARCHNET__SUBMIT_MODEL__INIT;
+  Archnet__BlobRef ref = ARCHNET__BLOB_REF__INIT;
+  ref.sha256 = (char *)d->sha256;
+  ref.size = d->size;
+  sm.task_id = t->task_id;
+  sm.model = &ref;
+  req.body_case = ARCHNET__ENVELOPE__BODY_SUBMIT_MODEL;
+  req.submit_model = &sm;
+  an_arena_reset(&w->arena);
+  if ((rc = an_client_call(w->client, &req, &w->arena, &reply, w->err, sizeof w->err)) != 0)
+    return rc;
+  logf_("task %llu: model submitted (%llu bytes); the broker is scoring it",
+        (unsigned long long)t->task_id, (unsigned long long)d->size);
+  write_status(w, "validating");
+  log_verdict(w);
+  return 0;
+}
+
 /* One leased task, start to finish. */
 static int work_on(worker_t *w, const Archnet__TaskInfo *t) {
-  char x[4200], y[4200], model[4200], sha[65];
-  uint64_t size;
+  char x[4200], y[4200], model[4200];
   int rc;
   w->task_id = t->task_id;
   w->lease_seconds = t->lease_seconds;
@@ -313,33 +343,12 @@ static int work_on(worker_t *w, const Archnet__TaskInfo *t) {
   if (rc)
     return rc;
   write_status(w, "uploading");
-  if ((rc = an_file_sha256(model, sha, &size, w->err, sizeof w->err)) != 0)
+  an_blob_digests_t d;
+  if ((rc = an_blob_digests_of(model, 0, &d, w->err, sizeof w->err)) != 0)
     return rc;
-  while (transient(rc = an_transfer_upload(w->client, t->task_id, model, sha, size, 0, NULL,
-                                           NULL, w->err, sizeof w->err))) {
-    logf_("task %llu: upload interrupted: %s", (unsigned long long)t->task_id, w->err);
-    if (reconnect(w) != 0)
-      break;
-  }
-  if (rc)
-    return rc;
-  Archnet__Envelope req = ARCHNET__ENVELOPE__INIT, *reply;
-  Archnet__SubmitModel sm = ARCHNET__SUBMIT_MODEL__INIT;
-  Archnet__BlobRef ref = ARCHNET__BLOB_REF__INIT;
-  ref.sha256 = sha;
-  ref.size = size;
-  sm.task_id = t->task_id;
-  sm.model = &ref;
-  req.body_case = ARCHNET__ENVELOPE__BODY_SUBMIT_MODEL;
-  req.submit_model = &sm;
-  an_arena_reset(&w->arena);
-  if ((rc = an_client_call(w->client, &req, &w->arena, &reply, w->err, sizeof w->err)) != 0)
-    return rc;
-  logf_("task %llu: model submitted (%llu bytes); the broker is scoring it",
-        (unsigned long long)t->task_id, (unsigned long long)size);
-  write_status(w, "validating");
-  log_verdict(w);
-  return 0;
+  rc = submit_model(w, t, model, &d);
+  an_blob_digests_free(&d);
+  return rc;
 }
 
 static void get_caps(const char *cache, Archnet__Capabilities *caps) {

@@ -26,34 +26,88 @@ static void an_hex(const uint8_t *d, size_t n, char *out) {
   out[2 * n] = '\0';
 }
 
-int an_file_sha256(const char *path, char hex[65], uint64_t *size, char *err, size_t errlen) {
-  uint8_t *buf = malloc(AN_TRANSFER_CHUNK_DEFAULT), d[EVP_MAX_MD_SIZE];
+/* The running hash's digest so far, leaving it running. */
+static int an_digest_peek(const EVP_MD_CTX *run, uint8_t out[32]) {
+  EVP_MD_CTX *peek = EVP_MD_CTX_new();
+  unsigned n = 0;
+  int ok = peek && EVP_MD_CTX_copy_ex(peek, run) == 1 && EVP_DigestFinal_ex(peek, out, &n) == 1 &&
+           n == 32;
+  EVP_MD_CTX_free(peek);
+  return ok ? 0 : UV_ENOMEM;
+}
+
+/* Reads up to `len` bytes, fewer only at the end of the file: read() may
+ * return short, and chunk ends must fall on whole chunks. */
+static ssize_t an_read_full(int fd, uint8_t *buf, size_t len) {
+  size_t got = 0;
+  while (got < len) {
+    ssize_t n = read(fd, buf + got, len - got);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0)
+      return -1;
+    if (n == 0)
+      break;
+    got += (size_t)n;
+  }
+  return (ssize_t)got;
+}
+
+/* The shared pass of an_file_sha256 and an_blob_digests_of: hashes the
+ * file at `path` and, when `d` is given, keeps the running digest at
+ * every chunk end in d->prefix (allocated here, owned by d). */
+static int an_hash_file(const char *path, char hex[65], uint64_t *size, an_blob_digests_t *d,
+                        char *err, size_t errlen) {
+  uint32_t chunk = d ? d->chunk_bytes : AN_TRANSFER_CHUNK_DEFAULT;
+  uint8_t *buf = malloc(chunk), dg[EVP_MAX_MD_SIZE];
   EVP_MD_CTX *md = EVP_MD_CTX_new();
   unsigned dl = 0;
   uint64_t total = 0;
+  size_t cap = 0;
   int fd = open(path, O_RDONLY | O_CLOEXEC), rc = 0;
+  struct stat st;
   ssize_t n;
-  if (fd < 0) {
+  if (fd < 0 || fstat(fd, &st) != 0) {
     rc = -errno;
     snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
     goto done;
   }
-  if (!buf || !md || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
+  if (d) /* sized from fstat: a file that grows meanwhile is refused below */
+    cap = (size_t)(((uint64_t)st.st_size + chunk - 1) / chunk);
+  if (!buf || !md || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1 ||
+      (cap && !(d->prefix = calloc(cap, sizeof *d->prefix)))) {
     rc = UV_ENOMEM;
     snprintf(err, errlen, "out of memory");
     goto done;
   }
-  while ((n = read(fd, buf, AN_TRANSFER_CHUNK_DEFAULT)) > 0) {
-    EVP_DigestUpdate(md, buf, (size_t)n);
+  while ((n = an_read_full(fd, buf, chunk)) > 0) {
+    if (d && d->n_chunks == cap) {
+      rc = AN_EFORMAT;
+      snprintf(err, errlen, "%s changed while it was being hashed", path);
+      goto done;
+    }
+    if (EVP_DigestUpdate(md, buf, (size_t)n) != 1 ||
+        (d && an_digest_peek(md, d->prefix[d->n_chunks++]) != 0)) {
+      rc = UV_ENOMEM;
+      snprintf(err, errlen, "SHA-256 failed");
+      goto done;
+    }
     total += (uint64_t)n;
+    if ((size_t)n < chunk)
+      break;
   }
   if (n < 0) {
     rc = -errno;
     snprintf(err, errlen, "%s: read error: %s", path, strerror(errno));
     goto done;
   }
-  EVP_DigestFinal_ex(md, d, &dl);
-  an_hex(d, dl, hex);
+  if (d && d->n_chunks != cap) {
+    rc = AN_EFORMAT;
+    snprintf(err, errlen, "%s changed while it was being hashed", path);
+    goto done;
+  }
+  EVP_DigestFinal_ex(md, dg, &dl);
+  an_hex(dg, dl, hex);
   *size = total;
 done:
   if (fd >= 0)
@@ -61,6 +115,26 @@ done:
   EVP_MD_CTX_free(md);
   free(buf);
   return rc;
+}
+
+int an_file_sha256(const char *path, char hex[65], uint64_t *size, char *err, size_t errlen) {
+  return an_hash_file(path, hex, size, NULL, err, errlen);
+}
+
+int an_blob_digests_of(const char *path, uint32_t chunk_bytes, an_blob_digests_t *out, char *err,
+                       size_t errlen) {
+  int rc;
+  memset(out, 0, sizeof *out);
+  out->chunk_bytes = chunk_bytes ? chunk_bytes : AN_TRANSFER_CHUNK_DEFAULT;
+  if ((rc = an_hash_file(path, out->sha256, &out->size, out, err, errlen)) != 0)
+    an_blob_digests_free(out);
+  return rc;
+}
+
+void an_blob_digests_free(an_blob_digests_t *d) {
+  free(d->prefix);
+  d->prefix = NULL;
+  d->n_chunks = 0;
 }
 
 /* One request/reply; the reply must have the expected body. */
@@ -79,7 +153,7 @@ static int an_call(an_client_t *c, Archnet__Envelope *req, an_arena_t *arena,
 
 /* Chunks of an upload in flight at once: while the broker checks and
  * stores one, the next ones are already on the wire and this side is
- * reading and hashing the one after. */
+ * reading the one after. */
 #define AN_TRANSFER_WINDOW 4
 
 typedef struct an_flight {
@@ -87,54 +161,27 @@ typedef struct an_flight {
   uint64_t end; /* the verified end the broker should answer */
 } an_flight_t;
 
-/* A fresh running SHA-256 of the first `upto` bytes of fd (where an
- * upload resumes), read through buf. */
-static int an_hash_prefix(int fd, const char *path, uint8_t *buf, size_t cap, uint64_t upto,
-                          EVP_MD_CTX *run, char *err, size_t errlen) {
-  if (EVP_DigestInit_ex(run, EVP_sha256(), NULL) != 1) {
-    snprintf(err, errlen, "SHA-256 is not available");
-    return UV_ENOMEM;
-  }
-  for (uint64_t at = 0; at < upto;) {
-    size_t n = upto - at < cap ? (size_t)(upto - at) : cap;
-    if (pread(fd, buf, n, (off_t)at) != (ssize_t)n) {
-      snprintf(err, errlen, "%s changed while it was being uploaded", path);
-      return AN_EFORMAT;
-    }
-    EVP_DigestUpdate(run, buf, n);
-    at += n;
-  }
-  return 0;
-}
-
-/* The running hash's digest so far, leaving it running. */
-static int an_hash_peek(const EVP_MD_CTX *run, uint8_t out[32]) {
-  EVP_MD_CTX *peek = EVP_MD_CTX_new();
-  unsigned n = 0;
-  int ok = peek && EVP_MD_CTX_copy_ex(peek, run) == 1 && EVP_DigestFinal_ex(peek, out, &n) == 1 &&
-           n == 32;
-  EVP_MD_CTX_free(peek);
-  return ok ? 0 : UV_ENOMEM;
-}
-
-int an_transfer_upload(an_client_t *c, uint64_t task_id, const char *path, const char *sha256,
-                       uint64_t size, uint32_t chunk_bytes, an_transfer_progress progress,
-                       void *arg, char *err, size_t errlen) {
+int an_transfer_upload(an_client_t *c, uint64_t task_id, const char *path,
+                       const an_blob_digests_t *d, an_transfer_progress progress, void *arg,
+                       char *err, size_t errlen) {
   Archnet__Envelope req = ARCHNET__ENVELOPE__INIT, *reply;
   Archnet__BeginBlob bb = ARCHNET__BEGIN_BLOB__INIT;
   Archnet__BlobRef ref = ARCHNET__BLOB_REF__INIT;
   an_flight_t flights[AN_TRANSFER_WINDOW];
   size_t first = 0, in_flight = 0;
   an_arena_t arena;
-  uint8_t *buf = NULL, prefix[32];
-  EVP_MD_CTX *run = NULL;
+  uint8_t *buf = NULL;
+  const uint64_t size = d->size, chunk = d->chunk_bytes;
   int fd = -1, rc;
   uint64_t acked, sent;
 
-  if (!chunk_bytes)
-    chunk_bytes = AN_TRANSFER_CHUNK_DEFAULT;
   an_arena_init(&arena, 0, 0);
-  ref.sha256 = (char *)sha256;
+  if (!chunk || d->n_chunks != (size + chunk - 1) / chunk) {
+    rc = UV_EINVAL;
+    snprintf(err, errlen, "the digests of %s are not a whole set", path);
+    goto done;
+  }
+  ref.sha256 = (char *)d->sha256;
   ref.size = size;
   bb.task_id = task_id;
   bb.blob = &ref;
@@ -149,46 +196,43 @@ int an_transfer_upload(an_client_t *c, uint64_t task_id, const char *path, const
       progress(size, size, arg);
     goto done;
   }
-  if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
-    rc = -errno;
-    snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-    goto done;
-  }
-  if (!(buf = malloc(chunk_bytes)) || !(run = EVP_MD_CTX_new())) {
-    rc = UV_ENOMEM;
-    snprintf(err, errlen, "out of memory");
-    goto done;
-  }
   if (acked > size) {
     rc = AN_EPROTO;
     snprintf(err, errlen, "the broker holds more of the blob than its size");
     goto done;
   }
-  if ((rc = an_hash_prefix(fd, path, buf, chunk_bytes, acked, run, err, errlen)) != 0)
+  if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
+    rc = -errno;
+    snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
     goto done;
+  }
+  if (!(buf = malloc(chunk))) {
+    rc = UV_ENOMEM;
+    snprintf(err, errlen, "out of memory");
+    goto done;
+  }
   while (acked < size) {
-    /* Fill the window. Each chunk carries the digest of the blob up to its
-     * end, which the broker checks against its own running hash. */
+    /* Fill the window. Each chunk ends on the digests' chunk grid (the
+     * first after a resume elsewhere may be shorter) and carries the
+     * blob's digest up to its end, from the table: the broker checks it
+     * against its own running hash, so a file changed since it was
+     * hashed is refused at the first changed chunk. */
     while (in_flight < AN_TRANSFER_WINDOW && sent < size) {
       Archnet__PutBlobChunk pc = ARCHNET__PUT_BLOB_CHUNK__INIT;
-      size_t n = size - sent < chunk_bytes ? (size_t)(size - sent) : chunk_bytes;
+      uint64_t k = sent / chunk, end = (k + 1) * chunk < size ? (k + 1) * chunk : size;
+      size_t n = (size_t)(end - sent);
       uint64_t id = 0;
       if (pread(fd, buf, n, (off_t)sent) != (ssize_t)n) {
         rc = AN_EFORMAT;
         snprintf(err, errlen, "%s changed while it was being uploaded", path);
         goto done;
       }
-      if (EVP_DigestUpdate(run, buf, n) != 1 || an_hash_peek(run, prefix) != 0) {
-        rc = UV_ENOMEM;
-        snprintf(err, errlen, "SHA-256 failed");
-        goto done;
-      }
-      pc.sha256 = (char *)sha256;
+      pc.sha256 = (char *)d->sha256;
       pc.offset = sent;
       pc.data.data = buf;
       pc.data.len = n;
-      pc.prefix_sha256.data = prefix;
-      pc.prefix_sha256.len = sizeof prefix;
+      pc.prefix_sha256.data = (uint8_t *)d->prefix[k];
+      pc.prefix_sha256.len = sizeof d->prefix[k];
       memset(&req, 0, sizeof req);
       archnet__envelope__init(&req);
       req.body_case = ARCHNET__ENVELOPE__BODY_PUT_BLOB_CHUNK;
@@ -196,15 +240,20 @@ int an_transfer_upload(an_client_t *c, uint64_t task_id, const char *path, const
       /* Sent means packed into the connection: buf is free again. */
       if ((rc = an_client_send(c, &req, &id, err, errlen)) != 0)
         goto done;
-      sent += n;
+      sent = end;
       flights[(first + in_flight++) % AN_TRANSFER_WINDOW] = (an_flight_t){id, sent};
     }
     an_flight_t f = flights[first];
     first = (first + 1) % AN_TRANSFER_WINDOW;
     in_flight--;
     an_arena_reset(&arena);
-    if ((rc = an_client_reply(c, f.id, &arena, &reply, err, errlen)) != 0)
+    if ((rc = an_client_reply(c, f.id, &arena, &reply, err, errlen)) != 0) {
+      if (rc == AN_EREMOTE && reply && reply->error->code == ARCHNET__ERROR__CODE__BAD_DIGEST &&
+          strlen(err) < errlen) /* the broker's check: the file is not what was hashed */
+        snprintf(err + strlen(err), errlen - strlen(err),
+                 " (%s changed after it was hashed; submit it again)", path);
       goto done;
+    }
     if (reply->body_case != ARCHNET__ENVELOPE__BODY_BLOB_OFFSET) {
       rc = AN_EPROTO;
       snprintf(err, errlen, "unexpected reply from the broker");
@@ -226,8 +275,6 @@ int an_transfer_upload(an_client_t *c, uint64_t task_id, const char *path, const
       for (; in_flight > 0; in_flight--, first = (first + 1) % AN_TRANSFER_WINDOW)
         an_client_abandon(c, flights[first].id);
       acked = sent = at;
-      if ((rc = an_hash_prefix(fd, path, buf, chunk_bytes, acked, run, err, errlen)) != 0)
-        goto done;
     }
     if (progress)
       progress(acked, size, arg);
@@ -239,7 +286,6 @@ done:
   if (fd >= 0)
     close(fd);
   free(buf);
-  EVP_MD_CTX_free(run);
   an_arena_destroy(&arena);
   return rc;
 }

@@ -4,8 +4,10 @@
  * download, heartbeat, upload, submit a model). Checked: a full paid cycle
  * (balances, receipt, `ledger --check`), roles that may not cross, a lease
  * that expires and goes to another worker, cancel during a lease, a model
- * the sandbox rejects, and a broker killed with SIGKILL mid-upload that
- * resumes from its verified offset with nothing acknowledged lost. */
+ * the sandbox rejects, a broker killed with SIGKILL mid-upload that
+ * resumes from its verified offset with nothing acknowledged lost, and an
+ * upload that resumes off its chunk grid and refuses a file changed since
+ * it was hashed. */
 #include <check.h>
 #include <signal.h>
 #include <stdio.h>
@@ -110,22 +112,22 @@ static Archnet__TaskInfo *status(an_client_t *c, uint64_t task, an_arena_t *a) {
 
 /* Uploads a model file for the lease and submits it. */
 static void submit_model(an_client_t *c, uint64_t task, const char *path, an_arena_t *a) {
-  char sha[65], err[1024];
-  uint64_t size;
-  ck_assert(an_file_sha256(path, sha, &size, err, sizeof err) == 0);
-  ck_assert_msg(an_transfer_upload(c, task, path, sha, size, 4096, NULL, NULL, err,
-                                   sizeof err) == 0,
-                "%s", err);
+  char err[1024];
+  an_blob_digests_t d;
+  ck_assert(an_blob_digests_of(path, 4096, &d, err, sizeof err) == 0);
+  ck_assert_msg(an_transfer_upload(c, task, path, &d, NULL, NULL, err, sizeof err) == 0, "%s",
+                err);
   Archnet__Envelope req = ARCHNET__ENVELOPE__INIT;
   Archnet__SubmitModel sm = ARCHNET__SUBMIT_MODEL__INIT;
   Archnet__BlobRef ref = ARCHNET__BLOB_REF__INIT;
-  ref.sha256 = sha;
-  ref.size = size;
+  ref.sha256 = d.sha256;
+  ref.size = d.size;
   sm.task_id = task;
   sm.model = &ref;
   req.body_case = ARCHNET__ENVELOPE__BODY_SUBMIT_MODEL;
   req.submit_model = &sm;
   ck_assert_msg(call(c, &req, a, err, sizeof err) != NULL, "submit model: %s", err);
+  an_blob_digests_free(&d);
 }
 
 /* Waits until the task reaches `want` (polling status as the publisher). */
@@ -508,6 +510,130 @@ END_TEST
  * uploads share the one blob being written, the one behind is moved along
  * to the broker's verified end or told the blob is complete, and both
  * tasks end up queued, each paid for by its own publisher. */
+/* BeginBlob + one PutBlobChunk by hand (with the chunk's own digest): the
+ * broker's verified end is then `len`, off the upload's chunk grid. */
+static void put_first_bytes(an_client_t *c, uint64_t task, const char *path,
+                            const an_blob_digests_t *d, size_t len, an_arena_t *a) {
+  Archnet__Envelope req = ARCHNET__ENVELOPE__INIT, *r;
+  Archnet__BeginBlob bb = ARCHNET__BEGIN_BLOB__INIT;
+  Archnet__BlobRef ref = ARCHNET__BLOB_REF__INIT;
+  Archnet__PutBlobChunk pc = ARCHNET__PUT_BLOB_CHUNK__INIT;
+  uint8_t *bytes = malloc(len), digest[32];
+  char err[512];
+  FILE *f = fopen(path, "rb");
+  ck_assert(bytes && f && fread(bytes, 1, len, f) == len);
+  fclose(f);
+  ck_assert(EVP_Digest(bytes, len, digest, NULL, EVP_sha256(), NULL) == 1);
+  ref.sha256 = (char *)d->sha256;
+  ref.size = d->size;
+  bb.task_id = task;
+  bb.blob = &ref;
+  req.body_case = ARCHNET__ENVELOPE__BODY_BEGIN_BLOB;
+  req.begin_blob = &bb;
+  ck_assert_msg((r = call(c, &req, a, err, sizeof err)) != NULL, "%s", err);
+  ck_assert_uint_eq(r->blob_offset->offset, 0);
+  pc.sha256 = (char *)d->sha256;
+  pc.data.data = bytes;
+  pc.data.len = len;
+  pc.chunk_sha256.data = digest;
+  pc.chunk_sha256.len = sizeof digest;
+  memset(&req, 0, sizeof req);
+  archnet__envelope__init(&req);
+  req.body_case = ARCHNET__ENVELOPE__BODY_PUT_BLOB_CHUNK;
+  req.put_blob_chunk = &pc;
+  ck_assert_msg((r = call(c, &req, a, err, sizeof err)) != NULL, "%s", err);
+  ck_assert_uint_eq(r->blob_offset->offset, len);
+  free(bytes);
+}
+
+static void flip_byte(const char *path, long at) {
+  FILE *f = fopen(path, "r+b");
+  ck_assert_ptr_nonnull(f);
+  ck_assert_int_eq(fseek(f, at, SEEK_SET), 0);
+  int ch = fgetc(f);
+  ck_assert_int_ne(ch, EOF);
+  ck_assert_int_eq(fseek(f, at, SEEK_SET), 0);
+  fputc(ch ^ 0x5a, f);
+  ck_assert_int_eq(fclose(f), 0);
+}
+
+/* an_transfer_upload with digests taken before the upload: it resumes
+ * where the broker's verified end is, even off its chunk grid; a file
+ * changed after it was hashed is refused at the changed chunk, with a
+ * message that says so, and nothing after it is kept; once the file is
+ * as hashed again, the upload completes from the last verified byte. */
+START_TEST(test_upload_resumes_off_grid_and_refuses_changed_file) {
+  broker_t b;
+  char pub[700], data[700], model[800], err[1024];
+  const char *names[4] = {"train_x", "train_y", "val_x", "val_y"};
+  char paths[4][800];
+  an_blob_digests_t d[4];
+  an_arena_t a;
+  an_arena_init(&a, 0, 0);
+  broker_init(&b);
+  broker_start(&b);
+  enroll(&b, "publisher", "alice", pub, sizeof pub);
+  free(admin(&b, "topup", "1", "1000"));
+  snprintf(data, sizeof data, "%s/enc", b.dir);
+  snprintf(model, sizeof model, "%s/model.onnx", b.dir);
+  an_test_encoded_dataset(data, model, 2000); /* train_x: 1.5 MB, 375 chunks of 4 KiB */
+  for (int i = 0; i < 4; i++) {
+    snprintf(paths[i], sizeof paths[i], "%s/%s.npy", data, names[i]);
+    ck_assert_msg(an_blob_digests_of(paths[i], 4096, &d[i], err, sizeof err) == 0, "%s", err);
+  }
+  an_client_t *c = connect_node(pub);
+  Archnet__Envelope req = ARCHNET__ENVELOPE__INIT, *r;
+  Archnet__SubmitTask st = ARCHNET__SUBMIT_TASK__INIT;
+  Archnet__BlobRef refs[4];
+  for (int i = 0; i < 4; i++) {
+    archnet__blob_ref__init(&refs[i]);
+    refs[i].sha256 = d[i].sha256;
+    refs[i].size = d[i].size;
+  }
+  st.bounty = 10;
+  st.train_x = &refs[0];
+  st.train_y = &refs[1];
+  st.val_x = &refs[2];
+  st.val_y = &refs[3];
+  st.input_c = 3;
+  st.input_h = 8;
+  st.input_w = 8;
+  st.classes = 10;
+  req.body_case = ARCHNET__ENVELOPE__BODY_SUBMIT_TASK;
+  req.submit_task = &st;
+  ck_assert_msg((r = call(c, &req, &a, err, sizeof err)) != NULL, "%s", err);
+  uint64_t task = r->task_info->task_id;
+
+  put_first_bytes(c, task, paths[0], &d[0], 1000, &a);
+  /* Changed after hashing, in its third chunk (bytes 8192..12287). */
+  flip_byte(paths[0], 9000);
+  int rc = an_transfer_upload(c, task, paths[0], &d[0], NULL, NULL, err, sizeof err);
+  ck_assert_int_eq(rc, AN_EREMOTE);
+  ck_assert_msg(strstr(err, "changed after it was hashed") && strstr(err, "BAD_DIGEST"), "%s",
+                err);
+  flip_byte(paths[0], 9000); /* as it was hashed again */
+  /* The broker kept 1000..8192 (the first two chunks, the first one short)
+   * and nothing after the refused one: the retry resumes there. */
+  char partial[900];
+  struct stat stp;
+  snprintf(partial, sizeof partial, "%s/blobs/partial/%s", b.data, d[0].sha256);
+  ck_assert_int_eq(stat(partial, &stp), 0);
+  ck_assert_int_eq(stp.st_size, 8192);
+  for (int i = 0; i < 4; i++)
+    ck_assert_msg(an_transfer_upload(c, task, paths[i], &d[i], NULL, NULL, err, sizeof err) == 0,
+                  "%s: %s", names[i], err);
+  Archnet__TaskInfo *t = status(c, task, &a);
+  ck_assert_ptr_nonnull(t);
+  ck_assert_int_eq(t->state, ARCHNET__TASK_STATE__TASK_QUEUED);
+  for (int i = 0; i < 4; i++)
+    an_blob_digests_free(&d[i]);
+  an_client_close(c);
+  an_arena_destroy(&a);
+  broker_stop(&b, SIGTERM);
+  broker_free(&b);
+}
+END_TEST
+
 START_TEST(test_same_dataset_two_publishers_at_once) {
   broker_t b;
   char pub[700], pub2[700], data[700], data2[700], model[800], big[800], err[1024];
@@ -596,6 +722,7 @@ static Suite *broker_tasks_suite(void) {
   tcase_add_test(tc, test_cancel_and_rejection);
   tcase_add_test(tc, test_kill9_mid_upload);
   tcase_add_test(tc, test_same_dataset_two_publishers_at_once);
+  tcase_add_test(tc, test_upload_resumes_off_grid_and_refuses_changed_file);
   tcase_add_test(tc, test_sighup_reloads_config);
   tcase_set_timeout(tc, 600);
   suite_add_tcase(s, tc);
