@@ -24,10 +24,12 @@
 #include <unistd.h>
 
 #include <dirent.h>
+#include <stdatomic.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <uv.h>
 
+#include "common/digest.h"
 #include "common/error.h"
 
 #define AN_DIGEST_HEX 64
@@ -41,14 +43,56 @@
 /* Reading a resumed partial file back to rebuild its hash. */
 #define AN_REHASH_BUFFER (1u << 20)
 
+typedef struct an_put_job an_put_job_t;
+
+/* Chunks wait in their upload's queue and run one at a time, in order, on
+ * a thread (or in the caller without a loop): the running job alone
+ * touches the hash and the file, the loop's thread alone everything else. */
+typedef struct an_job_list {
+  an_put_job_t *head, *tail;
+} an_job_list_t;
+
 typedef struct an_upload {
   char digest[AN_DIGEST_HEX + 1]; /* "" = free slot */
   uint64_t size;                  /* declared by begin() */
-  uint64_t end;                   /* verified bytes on disk */
+  uint64_t end;                   /* verified bytes written */
+  uint64_t synced_end;            /* of those, durable (fdatasync'ed) */
+  uint64_t queued_end;            /* end once every queued chunk is in: where the next goes */
   EVP_MD_CTX *sha;                /* has consumed exactly [0, end) */
   int fd;                         /* the partial file, read-write */
   uint64_t last_use;              /* for LRU eviction */
+  an_put_job_t *running;          /* on a thread now */
+  an_job_list_t queue;            /* checked, waiting to run */
+  an_job_list_t unsynced;         /* done, but their bytes await a later job's fdatasync */
+  atomic_int waiting;             /* queue's length, read by the running job: sync or not */
 } an_upload_t;
+
+/* One chunk's trip: checked on the loop, hashed, written and maybe synced
+ * on a thread, applied and reported on the loop. */
+struct an_put_job {
+  uv_work_t work;
+  an_blobstore_t *b;
+  an_upload_t *u;
+  an_put_job_t *next;
+  const uint8_t *data; /* borrowed from the caller until cb */
+  size_t len;
+  uint64_t offset;
+  uint8_t chunk_sha[32], prefix_sha[32];
+  int has_chunk, has_prefix;
+  int probe; /* not a chunk to write: an out-of-place one, answered where to
+              * continue once the chunks ahead of it are in */
+  an_blob_put_cb cb;
+  void *arg;
+  /* Set on the loop when the job starts: the upload as the thread finds it. */
+  uint64_t start_synced;
+  /* Set by the thread. */
+  EVP_MD_CTX *ahead; /* the upload's hash advanced over this chunk */
+  int synced;        /* everything up to this chunk's end is durable */
+  int sealed;        /* the blob is whole, verified and in place */
+  int dropped;       /* the whole blob failed its digest: partial file removed */
+  int broken;        /* the file may not hold what the hash has: forget the upload */
+  an_blob_put_result_t result;
+};
 
 struct an_blobstore {
   char *dir;
@@ -57,6 +101,7 @@ struct an_blobstore {
   EVP_MD *sha256;         /* fetched once instead of on every digest */
   uint64_t bytes;         /* complete + partial, kept current by put */
   uint64_t clock;         /* use counter for last_use */
+  uv_loop_t *loop;        /* borrowed: put's jobs run on its thread pool; NULL = inline */
   an_upload_t uploads[AN_BLOBSTORE_MAX_UPLOADS];
 };
 
@@ -89,15 +134,6 @@ static int an_digest_ok(const char *digest) {
 static int an_bad_digest(char *err, size_t errlen) {
   an_set_err(err, errlen, "a blob digest must be 64 lowercase hexadecimal characters");
   return UV_EINVAL;
-}
-
-static void an_hex(const uint8_t *raw, size_t n, char *out) {
-  static const char digits[] = "0123456789abcdef";
-  for (size_t i = 0; i < n; i++) {
-    out[2 * i] = digits[raw[i] >> 4];
-    out[2 * i + 1] = digits[raw[i] & 15];
-  }
-  out[2 * n] = '\0';
 }
 
 /* Free bytes an unprivileged writer may still use on the store's disk. */
@@ -162,16 +198,21 @@ static an_upload_t *an_upload_find(an_blobstore_t *b, const char *digest) {
 
 /* A free slot, or the least recently used one emptied (see
  * AN_BLOBSTORE_MAX_UPLOADS for why evicting loses nothing). */
+static int an_upload_busy(const an_upload_t *u) {
+  return u->running || u->queue.head || u->unsynced.head;
+}
+
 static an_upload_t *an_upload_slot(an_blobstore_t *b) {
-  an_upload_t *victim = &b->uploads[0];
+  an_upload_t *victim = NULL;
   for (size_t i = 0; i < AN_BLOBSTORE_MAX_UPLOADS; i++) {
     an_upload_t *u = &b->uploads[i];
     if (u->digest[0] == '\0')
       return u;
-    if (u->last_use < victim->last_use)
+    if (!an_upload_busy(u) && (!victim || u->last_use < victim->last_use))
       victim = u;
   }
-  an_upload_release(victim);
+  if (victim) /* else every slot has chunks in flight: the caller refuses */
+    an_upload_release(victim);
   return victim;
 }
 
@@ -318,52 +359,57 @@ done:
   return rc;
 }
 
-/* Checks the finished file against its name and moves it into place. The
- * upload's slot is released whatever happens; on a digest mismatch the
- * partial file is removed too, as its bytes can never become this blob. */
-static int an_upload_finish(an_blobstore_t *b, an_upload_t *u, char *err, size_t errlen) {
+/* Checks the finished file against its name and moves it into place; on
+ * a digest mismatch the partial file is removed (*dropped = 1), as its
+ * bytes can never become this blob. Touches only the upload's hash and
+ * file and the directories, so it may run on a put job's thread. */
+static int an_upload_seal(an_blobstore_t *b, an_upload_t *u, int *dropped, char *err,
+                          size_t errlen) {
   uint8_t raw[EVP_MAX_MD_SIZE];
   char hex[2 * EVP_MAX_MD_SIZE + 1];
   unsigned int n = 0;
-  int rc = 0;
 
+  *dropped = 0;
   if (EVP_DigestFinal_ex(u->sha, raw, &n) != 1 || n != AN_DIGEST_HEX / 2) {
-    rc = UV_EIO;
     an_set_err(err, errlen, "SHA-256 failed finishing blob %s", u->digest);
-    goto done;
+    return UV_EIO;
   }
-  an_hex(raw, n, hex);
+  an_digest_hex(raw, n, hex);
   if (memcmp(hex, u->digest, AN_DIGEST_HEX) != 0) {
     an_set_err(err, errlen, "the uploaded bytes hash to %s, not %s: upload dropped", hex,
                u->digest);
-    rc = AN_EFORMAT;
     if (unlinkat(b->partial_fd, u->digest, 0) == 0) {
-      b->bytes -= u->end;
+      *dropped = 1;
       fsync(b->partial_fd); /* best effort: a leftover would be dropped again */
     }
-    goto done;
+    return AN_EFORMAT;
   }
-  /* The data was synced chunk by chunk; this covers the file's size. */
+  /* The data was synced chunk by chunk (or not yet, for a batch); this
+   * covers all of it and the file's size. */
   if (fsync(u->fd) != 0) {
-    rc = -errno;
     an_set_err(err, errlen, "cannot sync blob %s: %s", u->digest, strerror(errno));
-    goto done;
+    return -errno;
   }
   if (renameat(b->partial_fd, u->digest, b->dir_fd, u->digest) != 0) {
-    rc = -errno;
     an_set_err(err, errlen, "cannot move blob %s into place: %s", u->digest, strerror(errno));
-    goto done;
+    return -errno;
   }
   /* The new name first (it is what has() trusts), then the old one's removal. */
   if (fsync(b->dir_fd) != 0 || fsync(b->partial_fd) != 0) {
-    rc = -errno;
     an_set_err(err, errlen, "cannot sync the blob directory %s: %s", b->dir, strerror(errno));
-    goto done;
+    return -errno;
   }
   /* Read-only from now on, against accidents; a guard, not a durability
    * matter, so a failure here is not the upload's. */
   (void)fchmod(u->fd, 0444);
-done:
+  return 0;
+}
+
+/* an_upload_seal, then the slot is released whatever happened. */
+static int an_upload_finish(an_blobstore_t *b, an_upload_t *u, char *err, size_t errlen) {
+  int dropped = 0, rc = an_upload_seal(b, u, &dropped, err, errlen);
+  if (dropped)
+    b->bytes -= u->end;
   an_upload_release(u);
   return rc;
 }
@@ -376,6 +422,11 @@ static int an_upload_open(an_blobstore_t *b, const char *digest, uint64_t size, 
   struct stat st;
   int rc = 0, created = 0;
 
+  if (!u) {
+    an_set_err(err, errlen, "%d uploads have chunks in flight; try again shortly",
+               AN_BLOBSTORE_MAX_UPLOADS);
+    return UV_EBUSY;
+  }
   memcpy(u->digest, digest, AN_DIGEST_HEX + 1);
   u->size = size;
   u->last_use = ++b->clock;
@@ -399,7 +450,7 @@ static int an_upload_open(an_blobstore_t *b, const char *digest, uint64_t size, 
     an_set_err(err, errlen, "cannot stat the partial blob %s: %s", digest, strerror(errno));
     goto fail;
   }
-  u->end = (uint64_t)st.st_size;
+  u->end = u->synced_end = u->queued_end = (uint64_t)st.st_size;
   if (u->end > size) {
     /* Only after a restart or an eviction: in the table, sizes must match. */
     an_set_err(err, errlen, "blob %s is being uploaded with more than %llu bytes", digest,
@@ -465,7 +516,8 @@ int an_blobstore_begin(an_blobstore_t *b, const char *digest, uint64_t size, uin
       goto done;
     }
     u->last_use = ++b->clock;
-    *offset = u->end;
+    /* Durable bytes only: chunks still in flight may yet be refused. */
+    *offset = u->synced_end;
     goto done;
   }
   if ((rc = an_upload_open(b, digest, size, &u, err, errlen)) != 0)
@@ -485,26 +537,25 @@ done:
   return rc;
 }
 
-int an_blobstore_put(an_blobstore_t *b, const char *digest, uint64_t offset, const void *data,
-                     size_t len, const uint8_t *chunk_sha256, const uint8_t *prefix_sha256,
-                     uint64_t *next, int *complete, char *err, size_t errlen) {
-  uint8_t raw[EVP_MAX_MD_SIZE];
-  unsigned int n = 0;
-  an_upload_t *u = NULL;
-  EVP_MD_CTX *ahead = NULL; /* the running hash with this chunk, until it is kept */
-  int rc = 0;
+void an_blobstore_use_loop(an_blobstore_t *b, uv_loop_t *loop) { b->loop = loop; }
 
+/* ---- put: checked on the loop, worked on a thread, applied on the loop ---- */
+
+/* Everything that needs the upload table, before any byte is looked at:
+ * returns 0 with *u to queue a job on, 1 when answered already (a blob
+ * that is complete), or an error with *next where the upload continues. */
+static int an_put_check(an_blobstore_t *b, const char *digest, uint64_t offset, size_t len,
+                        int has_digest, an_upload_t **u_out, uint64_t *next, int *complete,
+                        char *err, size_t errlen) {
+  an_upload_t *u;
   *next = 0;
   *complete = 0;
-  if (!chunk_sha256 && !prefix_sha256) {
+  if (!has_digest) {
     an_set_err(err, errlen, "a chunk needs its digest or the blob's digest up to its end");
-    rc = UV_EINVAL;
-    goto done;
+    return UV_EINVAL;
   }
-  if (!an_digest_ok(digest)) {
-    rc = an_bad_digest(err, errlen);
-    goto done;
-  }
+  if (!an_digest_ok(digest))
+    return an_bad_digest(err, errlen);
   if (!(u = an_upload_find(b, digest))) {
     uint64_t size = 0;
     if (an_blobstore_has(b, digest, &size)) {
@@ -513,92 +564,334 @@ int an_blobstore_put(an_blobstore_t *b, const char *digest, uint64_t offset, con
        * chunk holds, the verified blob is in place. */
       *next = size;
       *complete = 1;
-      goto done;
+      return 1;
     }
     an_set_err(err, errlen, "no upload of blob %s is in progress; begin it (again)", digest);
-    rc = AN_ENOTFOUND;
-    goto done;
+    return AN_ENOTFOUND;
   }
   u->last_use = ++b->clock;
-  *next = u->end;
-  /* Everything is checked before the first byte is written. */
-  if (offset != u->end) {
+  *u_out = u;
+  /* Where the next chunk goes: after the ones already queued, which are
+   * still to be verified (if one fails, those behind it are refused and
+   * told where to resume). */
+  *next = u->queued_end;
+  if (offset != u->queued_end) {
     an_set_err(err, errlen, "chunk at offset %llu, but blob %s continues at %llu",
-               (unsigned long long)offset, digest, (unsigned long long)u->end);
-    rc = AN_ESTATE;
-    goto done;
+               (unsigned long long)offset, digest, (unsigned long long)u->queued_end);
+    return AN_ESTATE;
   }
-  if (len > b->lim.max_chunk_bytes || len > u->size - u->end) {
+  if (len > b->lim.max_chunk_bytes || len > u->size - u->queued_end) {
     an_set_err(err, errlen, "a chunk of %zu bytes is over %s", len,
                len > b->lim.max_chunk_bytes ? "the chunk size limit" : "the blob's declared size");
-    rc = AN_ETOOBIG;
-    goto done;
+    return AN_ETOOBIG;
   }
-  if (chunk_sha256) {
-    if (EVP_Digest(data, len, raw, &n, b->sha256, NULL) != 1 || n != 32) {
-      an_set_err(err, errlen, "SHA-256 failed on a chunk of blob %s", digest);
+  return 0;
+}
+
+/* The thread's part: digests checked, bytes written at the verified end,
+ * and an fdatasync unless another chunk of this upload waits to run (it
+ * will sync both: a batch costs one). A failure syncs what earlier jobs
+ * left unsynced, so their replies can go out. Reads only the job and the
+ * upload's hash, file and `end`, which nothing else touches meanwhile. */
+static void an_put_work(an_put_job_t *j) {
+  an_blobstore_t *b = j->b;
+  an_upload_t *u = j->u;
+  an_blob_put_result_t *r = &j->result;
+  uint8_t raw[EVP_MAX_MD_SIZE];
+  unsigned int n = 0;
+  int rc = 0;
+
+  if (j->has_chunk) {
+    if (EVP_Digest(j->data, j->len, raw, &n, b->sha256, NULL) != 1 || n != 32) {
+      an_set_err(r->err, sizeof r->err, "SHA-256 failed on a chunk of blob %s", u->digest);
       rc = UV_EIO;
-      goto done;
+      goto failed;
     }
-    if (CRYPTO_memcmp(raw, chunk_sha256, 32) != 0) {
-      an_set_err(err, errlen, "chunk at offset %llu of blob %s does not match its digest",
-                 (unsigned long long)offset, digest);
+    if (CRYPTO_memcmp(raw, j->chunk_sha, 32) != 0) {
+      an_set_err(r->err, sizeof r->err, "chunk at offset %llu of blob %s does not match its digest",
+                 (unsigned long long)j->offset, u->digest);
       rc = AN_EFORMAT;
-      goto done;
+      goto failed;
     }
   }
   /* The running hash advanced over this chunk, on a copy: it replaces the
-   * upload's only once the chunk is on disk. */
-  if (!(ahead = EVP_MD_CTX_new()) || EVP_MD_CTX_copy_ex(ahead, u->sha) != 1 ||
-      EVP_DigestUpdate(ahead, data, len) != 1) {
-    an_set_err(err, errlen, "SHA-256 failed on blob %s", digest);
+   * upload's only once the chunk is written. */
+  if (!(j->ahead = EVP_MD_CTX_new()) || EVP_MD_CTX_copy_ex(j->ahead, u->sha) != 1 ||
+      EVP_DigestUpdate(j->ahead, j->data, j->len) != 1) {
+    an_set_err(r->err, sizeof r->err, "SHA-256 failed on blob %s", u->digest);
     rc = UV_EIO;
-    goto done;
+    goto failed;
   }
-  if (prefix_sha256) {
-    EVP_MD_CTX *peek = EVP_MD_CTX_new();
-    int ok = peek && EVP_MD_CTX_copy_ex(peek, ahead) == 1 &&
-             EVP_DigestFinal_ex(peek, raw, &n) == 1 && n == 32;
-    EVP_MD_CTX_free(peek);
-    if (!ok) {
-      an_set_err(err, errlen, "SHA-256 failed on blob %s", digest);
+  if (j->has_prefix) {
+    if (an_digest_peek(j->ahead, raw) != 0) {
+      an_set_err(r->err, sizeof r->err, "SHA-256 failed on blob %s", u->digest);
       rc = UV_EIO;
-      goto done;
+      goto failed;
     }
-    if (CRYPTO_memcmp(raw, prefix_sha256, 32) != 0) {
-      an_set_err(err, errlen,
-                 "blob %s up to byte %llu does not match the digest sent with that chunk", digest,
-                 (unsigned long long)(offset + len));
+    if (CRYPTO_memcmp(raw, j->prefix_sha, 32) != 0) {
+      an_set_err(r->err, sizeof r->err,
+                 "blob %s up to byte %llu does not match the digest sent with that chunk",
+                 u->digest, (unsigned long long)(j->offset + j->len));
       rc = AN_EFORMAT;
-      goto done;
+      goto failed;
     }
   }
-  if ((rc = an_check_floor(b, len, err, errlen)) != 0)
-    goto done;
-
-  if ((rc = an_write_all(u->fd, data, len, u->end)) == 0 && fdatasync(u->fd) != 0)
-    rc = -errno;
-  if (rc != 0) {
-    an_set_err(err, errlen, "cannot write blob %s: %s", digest, uv_strerror(rc));
+  if ((rc = an_check_floor(b, j->len, r->err, sizeof r->err)) != 0)
+    goto failed;
+  if ((rc = an_write_all(u->fd, j->data, j->len, j->offset)) != 0) {
+    an_set_err(r->err, sizeof r->err, "cannot write blob %s: %s", u->digest, uv_strerror(rc));
     /* Back to the verified end, so that the file and the hash agree; if even
-     * that fails, the next begin() re-reads whatever is there. */
-    if (ftruncate(u->fd, (off_t)u->end) != 0)
-      an_upload_release(u);
-    goto done;
+     * that fails, the upload is forgotten and its next begin() re-reads
+     * whatever is there. */
+    if (ftruncate(u->fd, (off_t)j->offset) != 0)
+      j->broken = 1;
+    goto failed;
   }
-  EVP_MD_CTX_free(u->sha);
-  u->sha = ahead;
-  ahead = NULL;
-  u->end += len;
-  b->bytes += len;
-  *next = u->end;
-  if (u->end == u->size) {
-    rc = an_upload_finish(b, u, err, errlen);
-    *complete = rc == 0;
+  if (j->offset + j->len == u->size) {
+    /* The last chunk: the whole file is checked, synced and renamed. */
+    EVP_MD_CTX *before = u->sha;
+    u->sha = j->ahead; /* seal consumes the hash; the job's copy is the one to finish */
+    rc = an_upload_seal(b, u, &j->dropped, r->err, sizeof r->err);
+    u->sha = before;
+    if (rc == 0) {
+      j->sealed = j->synced = 1;
+      r->complete = 1;
+    } else if (!j->dropped) {
+      j->broken = 1; /* written but not in place: start from what the disk holds */
+    }
+    r->rc = rc;
+    r->next = j->offset + j->len;
+    return;
   }
-done:
-  EVP_MD_CTX_free(ahead);
-  return rc;
+  if (atomic_load(&u->waiting) == 0) {
+    if (fdatasync(u->fd) != 0) {
+      rc = -errno;
+      an_set_err(r->err, sizeof r->err, "cannot sync blob %s: %s", u->digest, strerror(errno));
+      goto unsynced;
+    }
+    j->synced = 1;
+  }
+  r->next = j->offset + j->len;
+  return;
+
+failed:
+  /* Nothing of this chunk is kept; what earlier jobs wrote must become
+   * durable now, since no later job of this batch will run to sync it. */
+  if (j->start_synced < j->offset && !j->broken && fdatasync(u->fd) != 0) {
+    an_set_err(r->err, sizeof r->err, "cannot sync blob %s: %s", u->digest, strerror(errno));
+    rc = -errno;
+    goto unsynced;
+  }
+  j->synced = !j->broken;
+  r->rc = rc;
+  r->next = j->offset;
+  return;
+unsynced:
+  /* Bytes written since the last fdatasync may be lost: cut the file back
+   * to what was durable and forget the upload (the hash is ahead of it);
+   * the next begin() re-reads the file. */
+  if (ftruncate(u->fd, (off_t)j->start_synced) != 0) { /* best effort */
+  }
+  j->broken = 1;
+  r->rc = rc;
+  r->next = j->start_synced;
+}
+
+static void an_put_start(an_blobstore_t *b, an_upload_t *u);
+
+/* Pops every job off `list` and reports it: with the result its own run
+ * left (why == NULL), or with rc, next, complete and why instead. */
+static void an_put_report_all(an_job_list_t *list, int rc, uint64_t next, int complete,
+                              const char *why) {
+  an_put_job_t *j;
+  while ((j = list->head) != NULL) {
+    list->head = j->next;
+    if (why) {
+      j->result.rc = rc;
+      j->result.next = next;
+      j->result.complete = complete;
+      snprintf(j->result.err, sizeof j->result.err, "%s", why);
+    }
+    EVP_MD_CTX_free(j->ahead);
+    j->cb(&j->result, j->arg);
+    free(j);
+  }
+  list->tail = NULL;
+}
+
+static void an_job_append(an_job_list_t *list, an_put_job_t *j) {
+  j->next = NULL;
+  if (list->tail)
+    list->tail->next = j;
+  else
+    list->head = j;
+  list->tail = j;
+}
+
+/* The loop's part after a job ran: the upload moves on (or is forgotten),
+ * and the job is reported once its bytes are durable, with any earlier
+ * ones that waited for this sync. */
+static void an_put_apply(an_put_job_t *j) {
+  an_blobstore_t *b = j->b;
+  an_upload_t *u = j->u;
+  an_blob_put_result_t *r = &j->result;
+  char why[512];
+
+  u->running = NULL;
+  if (r->rc == 0) {
+    EVP_MD_CTX_free(u->sha);
+    u->sha = j->ahead;
+    j->ahead = NULL;
+    u->end += j->len;
+    b->bytes += j->len;
+  } else {
+    /* The chunks queued behind this one assumed it would be kept. */
+    u->queued_end = u->end;
+    an_set_err(why, sizeof why, "an earlier chunk of blob %s was refused; continue at %llu",
+             u->digest, (unsigned long long)u->end);
+    an_put_report_all(&u->queue, AN_ESTATE, u->end, 0, why);
+    atomic_store(&u->waiting, 0);
+  }
+  if (j->dropped)
+    b->bytes -= u->end;
+  if (j->broken) {
+    /* What earlier jobs wrote may be gone with the cut: none is reported
+     * as kept, and the upload starts over from the file (begin again). */
+    an_set_err(why, sizeof why, "blob %s could not be made durable: %s; begin it again",
+             u->digest, r->err);
+    an_put_report_all(&u->unsynced, UV_EIO, j->start_synced, 0, why);
+    if (u->end > j->start_synced) /* cut back to it (or unknown: a metric only) */
+      b->bytes -= u->end - j->start_synced;
+  } else if (j->synced) {
+    u->synced_end = u->end;
+    an_put_report_all(&u->unsynced, 0, 0, 0, NULL);
+  }
+  if (j->sealed || j->dropped || j->broken) {
+    an_set_err(why, sizeof why, "blob %s is %s", u->digest,
+             j->sealed ? "complete" : "no longer being uploaded; begin it again");
+    an_put_report_all(&u->queue, j->sealed ? 0 : AN_ENOTFOUND, j->sealed ? u->size : 0,
+                      j->sealed, why);
+    an_upload_release(u);
+    u = NULL;
+  }
+  if (j->synced || j->broken || r->rc != 0) {
+    EVP_MD_CTX_free(j->ahead);
+    j->cb(r, j->arg);
+    free(j);
+  } else {
+    an_job_append(&u->unsynced, j); /* a later job's sync reports it */
+  }
+  if (u)
+    an_put_start(b, u);
+}
+
+static void an_put_on_work(uv_work_t *w) { an_put_work(w->data); }
+
+static void an_put_on_done(uv_work_t *w, int status) {
+  an_put_job_t *j = w->data;
+  (void)status; /* jobs are never cancelled */
+  an_put_apply(j);
+}
+
+/* Runs the upload's next queued job, unless one is running. Probes at the
+ * head are answered on the way: everything ahead of them is in. */
+static void an_put_start(an_blobstore_t *b, an_upload_t *u) {
+  an_put_job_t *j;
+  while (!u->running && (j = u->queue.head) != NULL && j->probe) {
+    u->queue.head = j->next;
+    if (!u->queue.head)
+      u->queue.tail = NULL;
+    j->result.rc = AN_ESTATE;
+    j->result.next = u->end;
+    an_set_err(j->result.err, sizeof j->result.err, "blob %s continues at %llu", u->digest,
+               (unsigned long long)u->end);
+    j->cb(&j->result, j->arg);
+    free(j);
+  }
+  j = u->queue.head;
+  if (u->running || !j)
+    return;
+  u->queue.head = j->next;
+  if (!u->queue.head)
+    u->queue.tail = NULL;
+  j->next = NULL;
+  atomic_fetch_sub(&u->waiting, 1);
+  u->running = j;
+  j->start_synced = u->synced_end;
+  j->work.data = j;
+  if (b->loop && uv_queue_work(b->loop, &j->work, an_put_on_work, an_put_on_done) == 0)
+    return;
+  an_put_work(j); /* no loop (or no thread to be had): here and now */
+  an_put_apply(j);
+}
+
+int an_blobstore_put_async(an_blobstore_t *b, const char *digest, uint64_t offset,
+                           const void *data, size_t len, const uint8_t *chunk_sha256,
+                           const uint8_t *prefix_sha256, an_blob_put_cb cb, void *arg,
+                           uint64_t *next, int *complete, char *err, size_t errlen) {
+  an_upload_t *u = NULL;
+  an_put_job_t *j;
+  int rc = an_put_check(b, digest, offset, len, chunk_sha256 || prefix_sha256, &u, next,
+                        complete, err, errlen);
+  /* Out of place while chunks are in flight (another connection uploads
+   * the same blob): the answer waits for them, so that it tells a verified
+   * end, or that the blob is complete, never the end of unverified chunks. */
+  int probe = rc == AN_ESTATE && u && an_upload_busy(u);
+  if (rc != 0 && !probe)
+    return rc == 1 ? 0 : rc;
+  if (!(j = calloc(1, sizeof *j))) {
+    an_set_err(err, errlen, "out of memory queueing a chunk of blob %s", digest);
+    return UV_ENOMEM;
+  }
+  if (probe) {
+    j->probe = 1;
+    j->cb = cb;
+    j->arg = arg;
+    an_job_append(&u->queue, j);
+    an_put_start(b, u);
+    return 1;
+  }
+  j->b = b;
+  j->u = u;
+  j->data = data;
+  j->len = len;
+  j->offset = offset;
+  if ((j->has_chunk = chunk_sha256 != NULL))
+    memcpy(j->chunk_sha, chunk_sha256, 32);
+  if ((j->has_prefix = prefix_sha256 != NULL))
+    memcpy(j->prefix_sha, prefix_sha256, 32);
+  j->cb = cb;
+  j->arg = arg;
+  u->queued_end += len;
+  an_job_append(&u->queue, j);
+  atomic_fetch_add(&u->waiting, 1);
+  an_put_start(b, u);
+  return 1;
+}
+
+/* an_blobstore_put's callback: the result into the caller's frame. */
+static void an_put_sync_done(const an_blob_put_result_t *r, void *arg) {
+  *(an_blob_put_result_t *)arg = *r;
+}
+
+int an_blobstore_put(an_blobstore_t *b, const char *digest, uint64_t offset, const void *data,
+                     size_t len, const uint8_t *chunk_sha256, const uint8_t *prefix_sha256,
+                     uint64_t *next, int *complete, char *err, size_t errlen) {
+  an_blob_put_result_t r = {.rc = UV_EIO};
+  if (b->loop) {
+    an_set_err(err, errlen, "put without a callback on a blob store with a loop");
+    return UV_EINVAL;
+  }
+  /* Without a loop the job runs and reports before put_async returns. */
+  int rc = an_blobstore_put_async(b, digest, offset, data, len, chunk_sha256, prefix_sha256,
+                                  an_put_sync_done, &r, next, complete, err, errlen);
+  if (rc != 1)
+    return rc;
+  *next = r.next;
+  *complete = r.complete;
+  if (r.rc)
+    an_set_err(err, errlen, "%s", r.err);
+  return r.rc;
 }
 
 int an_blobstore_has(an_blobstore_t *b, const char *digest, uint64_t *size) {

@@ -5,20 +5,27 @@
  *
  * Uploads arrive in chunks, each with its own SHA-256, in order: a chunk is
  * accepted only at the current end of the partial file and only if its
- * digest matches, and it is on disk (fdatasync) before put returns, so the
- * offset a client is told to resume from is always verified, durable data,
- * across disconnects and broker restarts. The last chunk completes the
+ * digest matches, and it is on disk (fdatasync) before it is reported
+ * kept, so the offset a client is told to resume from is always verified,
+ * durable data, across disconnects and broker restarts. With a loop
+ * (an_blobstore_use_loop) the hashing, writing and syncing of chunks run
+ * on its thread pool, one chunk of an upload at a time and in order, while
+ * the loop's thread decrypts the next ones and serves everyone else; chunks
+ * that queue up behind one another share one fdatasync. The last chunk completes the
  * blob: the whole file's SHA-256 must equal its name, then it is renamed
  * into place (and the directory fsynced). Quotas: a maximum blob size and a
  * free-disk floor under which new bytes are refused.
  *
- * Used from one thread (the broker's loop). Hashing a resumed partial
- * file happens once, when its upload is resumed after a restart. */
+ * Called from one thread (the broker's loop); only put's jobs run
+ * elsewhere. Hashing a resumed partial file happens once, when its upload
+ * is resumed after a restart. */
 #ifndef AN_SERVER_BLOBSTORE_H
 #define AN_SERVER_BLOBSTORE_H
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include <uv.h>
 
 typedef struct an_blobstore an_blobstore_t;
 
@@ -34,7 +41,8 @@ int an_blobstore_open(const char *dir, const an_blobstore_limits_t *lim, an_blob
 void an_blobstore_close(an_blobstore_t *b);
 
 /* Starts or resumes the upload of blob `digest` (64 lowercase hex) of
- * `size` bytes. *offset = bytes already verified (size if it is complete).
+ * `size` bytes. *offset = bytes already verified and durable (size if it
+ * is complete).
  * Errors: UV_EINVAL (bad digest), AN_ETOOBIG, AN_ENOSPACE (a new upload
  * whose whole size would cross the floor), AN_ESTATE (an upload of the same
  * digest with another size exists). The hash state of up to 256 uploads is
@@ -44,8 +52,9 @@ void an_blobstore_close(an_blobstore_t *b);
 int an_blobstore_begin(an_blobstore_t *b, const char *digest, uint64_t size, uint64_t *offset,
                        char *err, size_t errlen);
 
-/* Appends one chunk at `offset` (must equal the verified end: else
- * AN_ESTATE, and *next says where to resume). `chunk_sha256` is the chunk's
+/* Appends one chunk at `offset` and returns once it is durable (only on a
+ * blob store without a loop: else UV_EINVAL). `offset` must equal the
+ * verified end (else AN_ESTATE, and *next says where to resume). `chunk_sha256` is the chunk's
  * raw 32-byte digest, `prefix_sha256` that of the blob's bytes [0, offset
  * + len); either may be NULL, not both (UV_EINVAL); given ones must match
  * (mismatch: AN_EFORMAT, nothing written). The prefix digest costs no
@@ -60,6 +69,37 @@ int an_blobstore_begin(an_blobstore_t *b, const char *digest, uint64_t size, uin
 int an_blobstore_put(an_blobstore_t *b, const char *digest, uint64_t offset, const void *data,
                      size_t len, const uint8_t *chunk_sha256, const uint8_t *prefix_sha256,
                      uint64_t *next, int *complete, char *err, size_t errlen);
+
+/* From now on put_async runs its jobs on `loop`'s thread pool (borrowed;
+ * the loop must run until every job reported). Without it they run in the
+ * caller, before put_async returns. */
+void an_blobstore_use_loop(an_blobstore_t *b, uv_loop_t *loop);
+
+/* What became of one chunk. */
+typedef struct an_blob_put_result {
+  int rc;        /* 0, or an error as for an_blobstore_put */
+  uint64_t next; /* where the upload continues */
+  int complete;  /* the blob is whole, verified and in place */
+  char err[320]; /* what went wrong, when rc != 0 */
+} an_blob_put_result_t;
+
+/* Called on the loop's thread once the chunk's bytes are durable (or it
+ * failed). */
+typedef void (*an_blob_put_cb)(const an_blob_put_result_t *r, void *arg);
+
+/* an_blobstore_put in two halves. The checks that need no byte of the
+ * chunk run now: a refusal returns its error (AN_ESTATE with *next, ...)
+ * and cb is never called; a chunk of a blob that is already complete
+ * returns 0 with *complete = 1. Otherwise it returns 1: the chunk is
+ * queued behind the upload's others, `data` must stay valid until cb, and
+ * cb(result, arg) reports it (after a failed chunk, the ones queued behind
+ * it are refused with AN_ESTATE and where to continue). Chunks are checked
+ * against the end the queued ones will reach, so a client may keep
+ * several in flight. */
+int an_blobstore_put_async(an_blobstore_t *b, const char *digest, uint64_t offset,
+                           const void *data, size_t len, const uint8_t *chunk_sha256,
+                           const uint8_t *prefix_sha256, an_blob_put_cb cb, void *arg,
+                           uint64_t *next, int *complete, char *err, size_t errlen);
 
 /* 1 and its size if the complete blob exists, else 0. */
 int an_blobstore_has(an_blobstore_t *b, const char *digest, uint64_t *size);

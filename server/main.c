@@ -242,6 +242,9 @@ static int cmd_run(int argc, char **argv) {
   an_http_t *http = NULL;
   an_group_commit_t *commit = NULL;
   an_broker_stats_init(&stats);
+  /* Chunks are hashed, written and synced on the loop's thread pool; the
+   * loop runs until the last of them has reported. */
+  an_blobstore_use_loop(blobs, &loop);
   /* One fsync per turn of the loop for all requests of that turn. */
   if ((rc = an_group_commit_start(&loop, store, on_commit_lost, &proc, &commit)) != 0) {
     fprintf(stderr, "archnet-broker: cannot start the group commit: %s\n", an_strerror(rc));

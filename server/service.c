@@ -590,8 +590,50 @@ static int an_on_begin_blob(an_service_t *svc, an_session_t *s, const Archnet__E
   return an_send_offset(s, req->request_id, offset, complete);
 }
 
+/* The chunk's result, as the blob store reported it: the reply, and a
+ * task whose last blob this completed is queued. */
+static int an_put_chunk_answer(an_service_t *svc, an_session_t *s, uint64_t request_id,
+                               const char *digest, uint64_t task, int rc, uint64_t next,
+                               int complete, const char *err) {
+  if (rc == AN_ESTATE) /* out of order: tell where to resume */
+    return an_send_offset(s, request_id, next, 0);
+  if (rc)
+    return an_session_error(s, request_id, an_error_code(rc), "%s", err);
+  if (complete) {
+    AN_STAT(svc, uploads_completed, 1);
+    an_session_upload_done(s, digest);
+  }
+  if (complete && an_session_role(s) == AN_ROLE_PUBLISHER)
+    an_maybe_ready(svc, (int64_t)task);
+  return an_send_offset(s, request_id, next, complete);
+}
+
+/* A chunk on its way through the blob store's thread: what its answer
+ * needs, and the request's arena, which holds the chunk's bytes. */
+typedef struct an_put_chunk_job {
+  an_service_t *svc;
+  an_session_t *s; /* held by an_session_begin_deferred */
+  uint64_t request_id, task;
+  char digest[65];
+  an_arena_t arena;
+} an_put_chunk_job_t;
+
+static void an_put_chunk_done(const an_blob_put_result_t *r, void *arg) {
+  an_put_chunk_job_t *job = arg;
+  /* A closed session sends nothing; a completed blob still readies its task. */
+  if (!an_session_is_closed(job->s))
+    an_put_chunk_answer(job->svc, job->s, job->request_id, job->digest, job->task, r->rc, r->next,
+                        r->complete, r->err);
+  else if (r->rc == 0 && r->complete && an_session_role(job->s) == AN_ROLE_PUBLISHER)
+    an_maybe_ready(job->svc, (int64_t)job->task);
+  an_session_end_deferred(job->s);
+  an_arena_destroy(&job->arena);
+  free(job);
+}
+
 static int an_on_put_chunk(an_service_t *svc, an_session_t *s, const Archnet__Envelope *req) {
   const Archnet__PutBlobChunk *pc = req->put_blob_chunk;
+  an_put_chunk_job_t *job;
   char err[512];
   uint64_t next = 0;
   int complete = 0, rc;
@@ -611,21 +653,30 @@ static int an_on_put_chunk(an_service_t *svc, an_session_t *s, const Archnet__En
       (pc->chunk_sha256.len == 0 && pc->prefix_sha256.len == 0))
     return an_session_error(s, req->request_id, ARCHNET__ERROR__CODE__BAD_REQUEST,
                             "a chunk needs chunk_sha256 or prefix_sha256, of 32 bytes");
-  rc = an_blobstore_put(svc->p.blobs, pc->sha256, pc->offset, pc->data.data, pc->data.len,
-                        pc->chunk_sha256.len ? pc->chunk_sha256.data : NULL,
-                        pc->prefix_sha256.len ? pc->prefix_sha256.data : NULL, &next, &complete,
-                        err, sizeof err);
-  if (rc == AN_ESTATE) /* out of order: tell where to resume */
-    return an_send_offset(s, req->request_id, next, 0);
-  if (rc)
-    return an_session_error(s, req->request_id, an_error_code(rc), "%s", err);
-  if (complete) {
-    AN_STAT(svc, uploads_completed, 1);
-    an_session_upload_done(s, pc->sha256);
-  }
-  if (complete && an_session_role(s) == AN_ROLE_PUBLISHER)
-    an_maybe_ready(svc, (int64_t)task);
-  return an_send_offset(s, req->request_id, next, complete);
+  if (!(job = calloc(1, sizeof *job)))
+    return an_session_error(s, req->request_id, ARCHNET__ERROR__CODE__INTERNAL,
+                            "out of memory");
+  job->svc = svc;
+  job->s = s;
+  job->request_id = req->request_id;
+  job->task = task;
+  snprintf(job->digest, sizeof job->digest, "%s", pc->sha256);
+  /* The chunk's bytes live in the request's arena: it goes with the job
+   * (pc stays valid, the memory just changes owner). */
+  an_session_take_arena(s, &job->arena);
+  /* Before the call: without a loop the blob store reports at once. */
+  an_session_begin_deferred(s);
+  rc = an_blobstore_put_async(svc->p.blobs, pc->sha256, pc->offset, pc->data.data, pc->data.len,
+                              pc->chunk_sha256.len ? pc->chunk_sha256.data : NULL,
+                              pc->prefix_sha256.len ? pc->prefix_sha256.data : NULL,
+                              an_put_chunk_done, job, &next, &complete, err, sizeof err);
+  if (rc == 1) /* queued: an_put_chunk_done answers (or has answered) */
+    return 0;
+  rc = an_put_chunk_answer(svc, s, req->request_id, job->digest, task, rc, next, complete, err);
+  an_arena_destroy(&job->arena);
+  free(job);
+  an_session_end_deferred(s); /* s is still open: its frame is being handled */
+  return rc;
 }
 
 static int an_on_get_chunk(an_service_t *svc, an_session_t *s, const Archnet__Envelope *req) {

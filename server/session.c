@@ -16,6 +16,11 @@
 /* Oldest protocol version this broker still speaks. */
 #define AN_PROTOCOL_MIN_VERSION 1
 
+/* Requests answered later (chunks being written) one connection may have
+ * at once before its reading stops: an uploader's window, and a bound on
+ * the chunks in memory for it. */
+#define AN_SESSION_MAX_DEFERRED 16
+
 struct an_session {
   an_list_t link;
   an_conn_t *conn;
@@ -25,6 +30,10 @@ struct an_session {
   uint32_t protocol_version;
   Archnet__Role role;
   an_arena_t arena; /* per request: reset before each frame is unpacked */
+  size_t arena_cap; /* its byte cap, for a fresh one (an_session_take_arena) */
+  int deferred;     /* requests answered later, in flight */
+  int refs;         /* deferred ones keep the struct after its connection closed */
+  int closed;       /* the connection is gone: nothing more is sent */
   char name[48];    /* "session 12", the log component */
   uint64_t node;    /* authenticated node, 0 = none */
   an_role_t node_role;
@@ -48,6 +57,8 @@ static an_conn_t *an_session_out(an_session_t *s) {
 }
 
 int an_session_send(an_session_t *s, const Archnet__Envelope *env) {
+  if (s->closed)
+    return AN_ECLOSED;
   if (s->env.stats)
     atomic_fetch_add(&s->env.stats->bytes_sent, archnet__envelope__get_packed_size(env) + 4);
   return an_wire_send(an_session_out(s), env);
@@ -57,6 +68,8 @@ int an_session_error(an_session_t *s, uint64_t request_id, Archnet__Error__Code 
                      const char *fmt, ...) {
   char msg[512];
   va_list ap;
+  if (s->closed)
+    return AN_ECLOSED;
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
@@ -114,6 +127,32 @@ uint64_t an_session_upload_task(const an_session_t *s, const char *digest) {
     if (strcmp(s->uploads[i].digest, digest) == 0)
       return s->uploads[i].task;
   return 0;
+}
+
+static void an_session_free(an_session_t *s) {
+  an_arena_destroy(&s->arena);
+  free(s);
+}
+
+void an_session_begin_deferred(an_session_t *s) {
+  s->refs++;
+  if (++s->deferred >= AN_SESSION_MAX_DEFERRED && !s->closed)
+    an_conn_throttle(s->conn, 1);
+}
+
+void an_session_end_deferred(an_session_t *s) {
+  s->deferred--;
+  if (!s->closed && s->deferred < AN_SESSION_MAX_DEFERRED)
+    an_conn_throttle(s->conn, 0);
+  if (--s->refs == 0 && s->closed)
+    an_session_free(s);
+}
+
+int an_session_is_closed(const an_session_t *s) { return s->closed; }
+
+void an_session_take_arena(an_session_t *s, an_arena_t *out) {
+  *out = s->arena;
+  an_arena_init(&s->arena, 0, s->arena_cap);
 }
 
 an_list_t *an_session_link(an_session_t *s) { return &s->link; }
@@ -275,8 +314,10 @@ static void an_session_on_close(an_conn_t *conn, int status) {
     an_service_session_gone(s->env.service, s);
   if (s->env.on_gone)
     s->env.on_gone(s, s->env.broker);
-  an_arena_destroy(&s->arena);
-  free(s);
+  s->closed = 1;
+  s->conn = NULL; /* freed after this returns */
+  if (s->refs == 0)
+    an_session_free(s);
 }
 
 int an_session_accept(uv_stream_t *server, an_tls_ctx_t *tls, const an_conn_params_t *params,
@@ -296,7 +337,8 @@ int an_session_accept(uv_stream_t *server, an_tls_ctx_t *tls, const an_conn_para
   an_list_init(&s->link);
   /* Requests are small until blobs arrive; the cap bounds what a hostile
    * frame can make protobuf-c allocate. */
-  an_arena_init(&s->arena, 0, (size_t)env->max_frame * 4 + 65536);
+  s->arena_cap = (size_t)env->max_frame * 4 + 65536;
+  an_arena_init(&s->arena, 0, s->arena_cap);
   snprintf(s->name, sizeof s->name, "session %llu", (unsigned long long)id);
   if ((rc = an_conn_accept(server, tls, params, &cb, s, &s->conn)) != 0) {
     an_arena_destroy(&s->arena);
@@ -308,4 +350,7 @@ int an_session_accept(uv_stream_t *server, an_tls_ctx_t *tls, const an_conn_para
   return 0;
 }
 
-void an_session_close(an_session_t *s) { an_conn_close(s->conn, 0); }
+void an_session_close(an_session_t *s) {
+  if (!s->closed)
+    an_conn_close(s->conn, 0);
+}

@@ -5,6 +5,7 @@
 
 #include <stdint.h>
 
+#include "common/arena.h"
 #include "common/list.h"
 #include "common/net/conn.h"
 #include "proto/archnet.pb-c.h"
@@ -51,6 +52,22 @@ uint64_t an_session_upload_task(const an_session_t *s, const char *digest);
 /* 1 if the upload of `digest` on this connection was marked done. */
 int an_session_upload_finished(const an_session_t *s, const char *digest);
 void an_session_upload_done(an_session_t *s, const char *digest);
+
+/* A request that will be answered later, from a callback (a chunk being
+ * written on a thread): begin keeps the session's memory alive past a
+ * close of its connection, and stops reading from it while too many are
+ * in flight; end (exactly once each) undoes that and may free a closed
+ * session, so the caller must not use it afterwards unless it holds
+ * another. Before answering, check an_session_is_closed: a closed session
+ * sends nothing. */
+void an_session_begin_deferred(an_session_t *s);
+void an_session_end_deferred(an_session_t *s);
+int an_session_is_closed(const an_session_t *s);
+
+/* Moves the current request's arena (and so the unpacked request) to
+ * *out, which the caller then owns (an_arena_destroy), and gives the
+ * session a fresh one: a deferred request keeps its bytes without a copy. */
+void an_session_take_arena(an_session_t *s, an_arena_t *out);
 
 /* Asks the session to end (broker shutdown). */
 void an_session_close(an_session_t *s);

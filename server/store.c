@@ -37,6 +37,7 @@
 #include <sqlite3.h>
 #include <uv.h>
 
+#include "common/digest.h"
 #include "common/error.h"
 
 #define AN_STORE_SCHEMA 1     /* the user_version this code reads and writes */
@@ -504,14 +505,6 @@ static bool an_copy_text(sqlite3_stmt *st, int col, char *dst, size_t size) {
 
 /* ---- crypto ---- */
 
-static void an_hex(const unsigned char *bytes, size_t n, char *out) {
-  static const char digits[] = "0123456789abcdef";
-  for (size_t i = 0; i < n; i++) {
-    out[2 * i] = digits[bytes[i] >> 4];
-    out[2 * i + 1] = digits[bytes[i] & 15];
-  }
-  out[2 * n] = '\0';
-}
 
 /* SHA-256 of (salt || text); salt may be NULL. */
 static int an_sha256(const unsigned char *salt, size_t salt_len, const char *text,
@@ -536,7 +529,7 @@ static int an_random_hex(an_store_t *s, char out[AN_DIGEST_HEX]) {
     rc = UV_EIO;
     goto fail;
   }
-  an_hex(bytes, sizeof bytes, out);
+  an_digest_hex(bytes, sizeof bytes, out);
 fail:
   OPENSSL_cleanse(bytes, sizeof bytes);
   return rc;

@@ -30,6 +30,7 @@ struct an_conn {
   int close_status;
   int in_read;         /* inside on_read: writes are flushed once at its end */
   int read_paused;     /* reading stopped for back-pressure */
+  int throttled;       /* reading stopped by the upper layer (an_conn_throttle) */
   int established;     /* the upper layer accepted the peer (see params) */
   int held;            /* an_conn_hold: output waits in the TLS engine */
   int close_deferred;  /* an_conn_close came while held: finish it on release */
@@ -75,6 +76,15 @@ static void an_conn_close_handles(an_conn_t *c) {
 static void an_conn_on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static void an_conn_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 
+/* Reading runs unless back-pressure or the upper layer stopped it; called
+ * when one of the two lets go (so reading was stopped). */
+static void an_conn_resume_reading(an_conn_t *c) {
+  if (c->closing || c->read_paused || c->throttled)
+    return;
+  if (uv_read_start((uv_stream_t *)&c->tcp, an_conn_on_alloc, an_conn_on_read) < 0)
+    an_conn_close(c, UV_EIO);
+}
+
 static void an_conn_on_write(uv_write_t *req, int status) {
   an_conn_write_req_t *w = (an_conn_write_req_t *)req;
   an_conn_t *c = w->conn;
@@ -86,8 +96,7 @@ static void an_conn_on_write(uv_write_t *req, int status) {
   }
   if (c->read_paused && !c->closing && c->write_queue <= c->params.pause_reads_at / 4) {
     c->read_paused = 0;
-    if (uv_read_start((uv_stream_t *)&c->tcp, an_conn_on_alloc, an_conn_on_read) < 0)
-      an_conn_close(c, UV_EIO);
+    an_conn_resume_reading(c);
   }
 }
 
@@ -482,6 +491,17 @@ void an_conn_release(an_conn_t *c, int discard, int status) {
   int rc = an_conn_flush(c);
   if (rc < 0)
     an_conn_close(c, rc);
+}
+
+void an_conn_throttle(an_conn_t *c, int on) {
+  on = on != 0;
+  if (on == c->throttled)
+    return;
+  c->throttled = on;
+  if (on)
+    uv_read_stop((uv_stream_t *)&c->tcp);
+  else
+    an_conn_resume_reading(c);
 }
 
 void an_conn_established(an_conn_t *c) {

@@ -107,6 +107,12 @@ int an_conn_hold(an_conn_t *c);
  * acknowledged was lost, so the peer must not read it). */
 void an_conn_release(an_conn_t *c, int discard, int status);
 
+/* Stops (on != 0) or resumes reading from the peer, for the upper layer:
+ * the broker stops a connection whose requests wait for work in flight
+ * (chunks being written) until some of it is done. What the current read
+ * already brought is still delivered. */
+void an_conn_throttle(an_conn_t *c, int on);
+
 /* The peer passed the upper layer's admission (see await_established): the
  * handshake deadline gives way to the idle timeout. */
 void an_conn_established(an_conn_t *c);

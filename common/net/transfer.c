@@ -13,28 +13,10 @@
 #include <uv.h>
 
 #include "common/arena.h"
+#include "common/digest.h"
 #include "common/error.h"
 
 #define AN_TRANSFER_CHUNK_DEFAULT (1u << 20)
-
-static void an_hex(const uint8_t *d, size_t n, char *out) {
-  static const char digits[] = "0123456789abcdef";
-  for (size_t i = 0; i < n; i++) {
-    out[2 * i] = digits[d[i] >> 4];
-    out[2 * i + 1] = digits[d[i] & 15];
-  }
-  out[2 * n] = '\0';
-}
-
-/* The running hash's digest so far, leaving it running. */
-static int an_digest_peek(const EVP_MD_CTX *run, uint8_t out[32]) {
-  EVP_MD_CTX *peek = EVP_MD_CTX_new();
-  unsigned n = 0;
-  int ok = peek && EVP_MD_CTX_copy_ex(peek, run) == 1 && EVP_DigestFinal_ex(peek, out, &n) == 1 &&
-           n == 32;
-  EVP_MD_CTX_free(peek);
-  return ok ? 0 : UV_ENOMEM;
-}
 
 /* Reads up to `len` bytes, fewer only at the end of the file: read() may
  * return short, and chunk ends must fall on whole chunks. */
@@ -107,7 +89,7 @@ static int an_hash_file(const char *path, char hex[65], uint64_t *size, an_blob_
     goto done;
   }
   EVP_DigestFinal_ex(md, dg, &dl);
-  an_hex(dg, dl, hex);
+  an_digest_hex(dg, dl, hex);
   *size = total;
 done:
   if (fd >= 0)
@@ -154,7 +136,7 @@ static int an_call(an_client_t *c, Archnet__Envelope *req, an_arena_t *arena,
 /* Chunks of an upload in flight at once: while the broker checks and
  * stores one, the next ones are already on the wire and this side is
  * reading the one after. */
-#define AN_TRANSFER_WINDOW 4
+#define AN_TRANSFER_WINDOW 8
 
 typedef struct an_flight {
   uint64_t id;  /* the PutBlobChunk's request id */

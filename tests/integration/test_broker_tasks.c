@@ -510,6 +510,47 @@ END_TEST
  * uploads share the one blob being written, the one behind is moved along
  * to the broker's verified end or told the blob is complete, and both
  * tasks end up queued, each paid for by its own publisher. */
+/* An encoded dataset in b->dir/enc (train_x of `rows` rows), hashed for
+ * uploads in 4 KiB chunks into d[4] and paths[4]. */
+static void hashed_dataset(broker_t *b, int rows, char paths[4][800], an_blob_digests_t d[4]) {
+  static const char *names[4] = {"train_x", "train_y", "val_x", "val_y"};
+  char data[700], model[800], err[512];
+  snprintf(data, sizeof data, "%s/enc", b->dir);
+  snprintf(model, sizeof model, "%s/model.onnx", b->dir);
+  an_test_encoded_dataset(data, model, rows);
+  for (int i = 0; i < 4; i++) {
+    snprintf(paths[i], 800, "%s/%s.npy", data, names[i]);
+    ck_assert_msg(an_blob_digests_of(paths[i], 4096, &d[i], err, sizeof err) == 0, "%s", err);
+  }
+}
+
+/* SubmitTask through the client library for the dataset hashed in d;
+ * returns the task (uploading). */
+static uint64_t submit_by_hand(an_client_t *c, const an_blob_digests_t d[4], an_arena_t *a) {
+  Archnet__Envelope req = ARCHNET__ENVELOPE__INIT, *r;
+  Archnet__SubmitTask st = ARCHNET__SUBMIT_TASK__INIT;
+  Archnet__BlobRef refs[4];
+  char err[512];
+  for (int i = 0; i < 4; i++) {
+    archnet__blob_ref__init(&refs[i]);
+    refs[i].sha256 = (char *)d[i].sha256;
+    refs[i].size = d[i].size;
+  }
+  st.bounty = 10;
+  st.train_x = &refs[0];
+  st.train_y = &refs[1];
+  st.val_x = &refs[2];
+  st.val_y = &refs[3];
+  st.input_c = 3;
+  st.input_h = 8;
+  st.input_w = 8;
+  st.classes = 10;
+  req.body_case = ARCHNET__ENVELOPE__BODY_SUBMIT_TASK;
+  req.submit_task = &st;
+  ck_assert_msg((r = call(c, &req, a, err, sizeof err)) != NULL, "%s", err);
+  return r->task_info->task_id;
+}
+
 /* BeginBlob + one PutBlobChunk by hand (with the chunk's own digest): the
  * broker's verified end is then `len`, off the upload's chunk grid. */
 static void put_first_bytes(an_client_t *c, uint64_t task, const char *path,
@@ -564,9 +605,7 @@ static void flip_byte(const char *path, long at) {
  * as hashed again, the upload completes from the last verified byte. */
 START_TEST(test_upload_resumes_off_grid_and_refuses_changed_file) {
   broker_t b;
-  char pub[700], data[700], model[800], err[1024];
-  const char *names[4] = {"train_x", "train_y", "val_x", "val_y"};
-  char paths[4][800];
+  char pub[700], err[1024], paths[4][800];
   an_blob_digests_t d[4];
   an_arena_t a;
   an_arena_init(&a, 0, 0);
@@ -574,35 +613,9 @@ START_TEST(test_upload_resumes_off_grid_and_refuses_changed_file) {
   broker_start(&b);
   enroll(&b, "publisher", "alice", pub, sizeof pub);
   free(admin(&b, "topup", "1", "1000"));
-  snprintf(data, sizeof data, "%s/enc", b.dir);
-  snprintf(model, sizeof model, "%s/model.onnx", b.dir);
-  an_test_encoded_dataset(data, model, 2000); /* train_x: 1.5 MB, 375 chunks of 4 KiB */
-  for (int i = 0; i < 4; i++) {
-    snprintf(paths[i], sizeof paths[i], "%s/%s.npy", data, names[i]);
-    ck_assert_msg(an_blob_digests_of(paths[i], 4096, &d[i], err, sizeof err) == 0, "%s", err);
-  }
+  hashed_dataset(&b, 2000, paths, d); /* train_x: 1.5 MB, 375 chunks of 4 KiB */
   an_client_t *c = connect_node(pub);
-  Archnet__Envelope req = ARCHNET__ENVELOPE__INIT, *r;
-  Archnet__SubmitTask st = ARCHNET__SUBMIT_TASK__INIT;
-  Archnet__BlobRef refs[4];
-  for (int i = 0; i < 4; i++) {
-    archnet__blob_ref__init(&refs[i]);
-    refs[i].sha256 = d[i].sha256;
-    refs[i].size = d[i].size;
-  }
-  st.bounty = 10;
-  st.train_x = &refs[0];
-  st.train_y = &refs[1];
-  st.val_x = &refs[2];
-  st.val_y = &refs[3];
-  st.input_c = 3;
-  st.input_h = 8;
-  st.input_w = 8;
-  st.classes = 10;
-  req.body_case = ARCHNET__ENVELOPE__BODY_SUBMIT_TASK;
-  req.submit_task = &st;
-  ck_assert_msg((r = call(c, &req, &a, err, sizeof err)) != NULL, "%s", err);
-  uint64_t task = r->task_info->task_id;
+  uint64_t task = submit_by_hand(c, d, &a);
 
   put_first_bytes(c, task, paths[0], &d[0], 1000, &a);
   /* Changed after hashing, in its third chunk (bytes 8192..12287). */
@@ -621,7 +634,7 @@ START_TEST(test_upload_resumes_off_grid_and_refuses_changed_file) {
   ck_assert_int_eq(stp.st_size, 8192);
   for (int i = 0; i < 4; i++)
     ck_assert_msg(an_transfer_upload(c, task, paths[i], &d[i], NULL, NULL, err, sizeof err) == 0,
-                  "%s: %s", names[i], err);
+                  "%s: %s", paths[i], err);
   Archnet__TaskInfo *t = status(c, task, &a);
   ck_assert_ptr_nonnull(t);
   ck_assert_int_eq(t->state, ARCHNET__TASK_STATE__TASK_QUEUED);
@@ -630,6 +643,66 @@ START_TEST(test_upload_resumes_off_grid_and_refuses_changed_file) {
   an_client_close(c);
   an_arena_destroy(&a);
   broker_stop(&b, SIGTERM);
+  broker_free(&b);
+}
+END_TEST
+
+/* A publisher that hangs up with many chunks in flight (being hashed and
+ * written on the broker's threads when its session goes): the broker
+ * stays up, keeps what it verified, and the next connection finishes the
+ * upload from there. */
+START_TEST(test_hang_up_with_chunks_in_flight) {
+  broker_t b;
+  char pub[700], err[1024], paths[4][800];
+  an_blob_digests_t d[4];
+  an_arena_t a;
+  an_arena_init(&a, 0, 0);
+  broker_init(&b);
+  broker_start(&b);
+  enroll(&b, "publisher", "alice", pub, sizeof pub);
+  free(admin(&b, "topup", "1", "1000"));
+  hashed_dataset(&b, 8000, paths, d); /* train_x: 6 MB, 1,500 chunks of 4 KiB */
+  an_client_t *c = connect_node(pub);
+  uint64_t task = submit_by_hand(c, d, &a);
+  put_first_bytes(c, task, paths[0], &d[0], 4096, &a);
+  /* 64 more chunks sent at once, none waited for. */
+  FILE *f = fopen(paths[0], "rb");
+  uint8_t buf[4096];
+  ck_assert_ptr_nonnull(f);
+  ck_assert_int_eq(fseek(f, 4096, SEEK_SET), 0);
+  for (uint64_t k = 1; k <= 64; k++) {
+    Archnet__Envelope req = ARCHNET__ENVELOPE__INIT;
+    Archnet__PutBlobChunk pc = ARCHNET__PUT_BLOB_CHUNK__INIT;
+    uint64_t id = 0;
+    ck_assert_uint_eq(fread(buf, 1, sizeof buf, f), sizeof buf);
+    pc.sha256 = d[0].sha256;
+    pc.offset = k * 4096;
+    pc.data.data = buf;
+    pc.data.len = sizeof buf;
+    pc.prefix_sha256.data = d[0].prefix[k];
+    pc.prefix_sha256.len = 32;
+    req.body_case = ARCHNET__ENVELOPE__BODY_PUT_BLOB_CHUNK;
+    req.put_blob_chunk = &pc;
+    ck_assert_msg(an_client_send(c, &req, &id, err, sizeof err) == 0, "%s", err);
+  }
+  fclose(f);
+  an_client_close(c);
+  /* Again, as a rerun of submit would: the upload resumes where the broker's
+   * durable end is and completes. */
+  c = connect_node(pub);
+  for (int i = 0; i < 4; i++)
+    ck_assert_msg(an_transfer_upload(c, task, paths[i], &d[i], NULL, NULL, err, sizeof err) == 0,
+                  "%s: %s", paths[i], err);
+  Archnet__TaskInfo *t = status(c, task, &a);
+  ck_assert_ptr_nonnull(t);
+  ck_assert_int_eq(t->state, ARCHNET__TASK_STATE__TASK_QUEUED);
+  for (int i = 0; i < 4; i++)
+    an_blob_digests_free(&d[i]);
+  an_client_close(c);
+  an_arena_destroy(&a);
+  /* A clean exit: under the sanitizers, nothing leaked or used after free. */
+  kill(b.pid, SIGTERM);
+  ck_assert_int_eq(an_test_wait(b.pid, 20000), 0);
   broker_free(&b);
 }
 END_TEST
@@ -723,6 +796,7 @@ static Suite *broker_tasks_suite(void) {
   tcase_add_test(tc, test_kill9_mid_upload);
   tcase_add_test(tc, test_same_dataset_two_publishers_at_once);
   tcase_add_test(tc, test_upload_resumes_off_grid_and_refuses_changed_file);
+  tcase_add_test(tc, test_hang_up_with_chunks_in_flight);
   tcase_add_test(tc, test_sighup_reloads_config);
   tcase_set_timeout(tc, 600);
   suite_add_tcase(s, tc);

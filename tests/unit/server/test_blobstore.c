@@ -725,6 +725,214 @@ START_TEST(test_many_uploads_evicted) {
 }
 END_TEST
 
+/* ---- pipelined chunks: put_async with a loop (jobs on its thread pool) ---- */
+
+#define PIPE_MAX 64
+
+typedef struct seen {
+  int n;
+  int order[PIPE_MAX];               /* the chunks in the order they were reported */
+  an_blob_put_result_t r[PIPE_MAX];  /* by chunk */
+} seen_t;
+
+typedef struct put_arg {
+  seen_t *seen;
+  int index;
+} put_arg_t;
+
+static void on_put(const an_blob_put_result_t *r, void *arg) {
+  put_arg_t *a = arg;
+  ck_assert_int_lt(a->seen->n, PIPE_MAX);
+  a->seen->r[a->index] = *r;
+  a->seen->order[a->seen->n++] = a->index;
+}
+
+/* Queues chunk i ([i*chunk, ...) of data) and expects it queued (1);
+ * `wrong` sends a digest of other bytes. */
+static void queue_chunk(an_blobstore_t *b, const char *digest, const uint8_t *data, size_t len,
+                        size_t chunk, int i, int wrong, put_arg_t *args, seen_t *seen) {
+  size_t at = (size_t)i * chunk, n = len - at < chunk ? len - at : chunk;
+  uint8_t sha[32];
+  uint64_t next = 0;
+  int complete = 0;
+  char err[512] = "";
+  chunk_digest(data + at, n, sha);
+  if (wrong)
+    sha[0] ^= 1;
+  args[i] = (put_arg_t){seen, i};
+  int rc = an_blobstore_put_async(b, digest, at, data + at, n, sha, NULL, on_put, &args[i], &next,
+                                  &complete, err, sizeof err);
+  ck_assert_msg(rc == 1, "chunk %d: %d %s", i, rc, err);
+}
+
+static an_blobstore_t *open_piped(const fixture_t *f, uv_loop_t *loop) {
+  an_blobstore_t *b = open_store(f, &(an_blobstore_limits_t){.min_free_bytes = 1});
+  ck_assert_int_eq(uv_loop_init(loop), 0);
+  an_blobstore_use_loop(b, loop);
+  return b;
+}
+
+static void close_piped(an_blobstore_t *b, uv_loop_t *loop) {
+  ck_assert_int_eq(uv_run(loop, UV_RUN_DEFAULT), 0);
+  ck_assert_int_eq(uv_loop_close(loop), 0);
+  an_blobstore_close(b);
+}
+
+/* All chunks of a blob queued at once: each is reported, in order, as kept
+ * at its end; the last one completes the blob, byte for byte. */
+START_TEST(test_pipelined_chunks) {
+  fixture_t f;
+  size_t len = 30 * 10000 + 123, chunk = 10000;
+  int n = (int)((len + chunk - 1) / chunk);
+  uint8_t *data = random_bytes(len, 21);
+  char digest[65], err[512];
+  uint64_t offset = 1;
+  seen_t seen = {0};
+  put_arg_t args[PIPE_MAX];
+  uv_loop_t loop;
+  fixture_init(&f);
+  sha256sum_bytes(&f, data, len, digest);
+  an_blobstore_t *b = open_piped(&f, &loop);
+  ck_assert_int_eq(an_blobstore_begin(b, digest, len, &offset, err, sizeof err), 0);
+  for (int i = 0; i < n; i++)
+    queue_chunk(b, digest, data, len, chunk, i, 0, args, &seen);
+  ck_assert_int_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
+  ck_assert_int_eq(seen.n, n);
+  for (int i = 0; i < n; i++) {
+    ck_assert_int_eq(seen.order[i], i);
+    ck_assert_msg(seen.r[i].rc == 0, "chunk %d: %s", i, seen.r[i].err);
+    uint64_t end = (uint64_t)(i + 1) * chunk < len ? (uint64_t)(i + 1) * chunk : len;
+    ck_assert_uint_eq(seen.r[i].next, end);
+    ck_assert_int_eq(seen.r[i].complete, i == n - 1);
+  }
+  expect_complete(&f, b, digest, data, len);
+  close_piped(b, &loop);
+  fixture_done(&f);
+  free(data);
+}
+END_TEST
+
+/* A wrong chunk in the middle of a queue: the ones before it are kept (and
+ * on disk), it is refused for its digest, the ones behind it are told to
+ * continue at its offset; sending them again from there completes the
+ * blob. */
+START_TEST(test_pipelined_failure) {
+  fixture_t f;
+  size_t len = 10 * 20000, chunk = 20000;
+  uint8_t *data = random_bytes(len, 22);
+  char digest[65], err[512], partial[600];
+  uint64_t offset = 1;
+  seen_t seen = {0};
+  put_arg_t args[PIPE_MAX];
+  uv_loop_t loop;
+  fixture_init(&f);
+  sha256sum_bytes(&f, data, len, digest);
+  an_blobstore_t *b = open_piped(&f, &loop);
+  ck_assert_int_eq(an_blobstore_begin(b, digest, len, &offset, err, sizeof err), 0);
+  for (int i = 0; i < 10; i++)
+    queue_chunk(b, digest, data, len, chunk, i, i == 4, args, &seen);
+  ck_assert_int_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
+  ck_assert_int_eq(seen.n, 10);
+  for (int i = 0; i < 4; i++) {
+    ck_assert_int_eq(seen.r[i].rc, 0);
+    ck_assert_uint_eq(seen.r[i].next, (uint64_t)(i + 1) * chunk);
+  }
+  ck_assert_int_eq(seen.r[4].rc, AN_EFORMAT);
+  ck_assert_msg(strstr(seen.r[4].err, "does not match its digest"), "%s", seen.r[4].err);
+  for (int i = 5; i < 10; i++) {
+    ck_assert_int_eq(seen.r[i].rc, AN_ESTATE);
+    ck_assert_uint_eq(seen.r[i].next, 4 * chunk);
+  }
+  partial_path(&f, digest, partial, sizeof partial);
+  ck_assert_int_eq(file_size(partial), (off_t)(4 * chunk));
+  ck_assert_int_eq(an_blobstore_begin(b, digest, len, &offset, err, sizeof err), 0);
+  ck_assert_uint_eq(offset, 4 * chunk);
+  memset(&seen, 0, sizeof seen);
+  for (int i = 4; i < 10; i++)
+    queue_chunk(b, digest, data, len, chunk, i, 0, args, &seen);
+  ck_assert_int_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
+  ck_assert_int_eq(seen.n, 6);
+  ck_assert_int_eq(seen.r[9].rc, 0);
+  ck_assert_int_eq(seen.r[9].complete, 1);
+  expect_complete(&f, b, digest, data, len);
+  close_piped(b, &loop);
+  fixture_done(&f);
+  free(data);
+}
+END_TEST
+
+/* A second uploader's chunk out of place while the first one's are in
+ * flight waits for them: it is told the verified end they reach, or, if
+ * they complete the blob, that it is complete. */
+START_TEST(test_pipelined_second_uploader) {
+  fixture_t f;
+  size_t len = 5 * 30000, chunk = 30000;
+  uint8_t *data = random_bytes(len, 23);
+  char digest[65], err[512];
+  uint64_t offset = 1, next = 0;
+  int complete = 0;
+  seen_t seen = {0};
+  put_arg_t args[PIPE_MAX];
+  uint8_t sha0[32];
+  uv_loop_t loop;
+  fixture_init(&f);
+  sha256sum_bytes(&f, data, len, digest);
+  chunk_digest(data, chunk, sha0);
+  an_blobstore_t *b = open_piped(&f, &loop);
+  ck_assert_int_eq(an_blobstore_begin(b, digest, len, &offset, err, sizeof err), 0);
+  for (int i = 0; i < 3; i++) /* A: chunks 0..2 */
+    queue_chunk(b, digest, data, len, chunk, i, 0, args, &seen);
+  args[10] = (put_arg_t){&seen, 10}; /* B: chunk 0 again */
+  ck_assert_int_eq(an_blobstore_put_async(b, digest, 0, data, chunk, sha0, NULL, on_put, &args[10],
+                                          &next, &complete, err, sizeof err),
+                   1);
+  ck_assert_int_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
+  ck_assert_int_eq(seen.n, 4);
+  ck_assert_int_eq(seen.order[3], 10);
+  ck_assert_int_eq(seen.r[10].rc, AN_ESTATE);
+  ck_assert_uint_eq(seen.r[10].next, 3 * chunk);
+  for (int i = 3; i < 5; i++) /* A: the rest */
+    queue_chunk(b, digest, data, len, chunk, i, 0, args, &seen);
+  args[11] = (put_arg_t){&seen, 11}; /* B: its chunk 1, behind A's last */
+  uint8_t sha1[32];
+  chunk_digest(data + chunk, chunk, sha1);
+  ck_assert_int_eq(an_blobstore_put_async(b, digest, chunk, data + chunk, chunk, sha1, NULL, on_put,
+                                          &args[11], &next, &complete, err, sizeof err),
+                   1);
+  ck_assert_int_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
+  ck_assert_int_eq(seen.n, 7);
+  ck_assert_int_eq(seen.r[4].complete, 1);
+  ck_assert_int_eq(seen.r[11].rc, 0);
+  ck_assert_int_eq(seen.r[11].complete, 1);
+  ck_assert_uint_eq(seen.r[11].next, len);
+  expect_complete(&f, b, digest, data, len);
+  close_piped(b, &loop);
+  fixture_done(&f);
+  free(data);
+}
+END_TEST
+
+/* With a loop, the blocking put is refused rather than mixed in. */
+START_TEST(test_blocking_put_needs_no_loop) {
+  fixture_t f;
+  uint8_t data[100] = {1}, sha[32];
+  char digest[65], err[512] = "";
+  uint64_t offset = 1, next = 0;
+  int complete = 0;
+  uv_loop_t loop;
+  fixture_init(&f);
+  sha256sum_bytes(&f, data, sizeof data, digest);
+  chunk_digest(data, sizeof data, sha);
+  an_blobstore_t *b = open_piped(&f, &loop);
+  ck_assert_int_eq(an_blobstore_begin(b, digest, sizeof data, &offset, err, sizeof err), 0);
+  ck_assert_int_eq(an_blobstore_put(b, digest, 0, data, sizeof data, sha, NULL, &next, &complete,
+                                    err, sizeof err),
+                   UV_EINVAL);
+  close_piped(b, &loop);
+  fixture_done(&f);
+}
+END_TEST
+
 static Suite *blobstore_suite(void) {
   Suite *s = suite_create("blobstore");
   TCase *tc = tcase_create("uploads");
@@ -744,6 +952,13 @@ static Suite *blobstore_suite(void) {
   tcase_add_test(tc, test_free_disk_floor);
   tcase_add_test(tc, test_many_uploads_evicted);
   suite_add_tcase(s, tc);
+  TCase *piped = tcase_create("pipelined");
+  tcase_set_timeout(piped, 60);
+  tcase_add_test(piped, test_pipelined_chunks);
+  tcase_add_test(piped, test_pipelined_failure);
+  tcase_add_test(piped, test_pipelined_second_uploader);
+  tcase_add_test(piped, test_blocking_put_needs_no_loop);
+  suite_add_tcase(s, piped);
   return s;
 }
 
