@@ -1189,6 +1189,7 @@ typedef struct upload_settings {
   char *work;
   uint64_t size;
   char *chunks;
+  int64_t repeat;
   int64_t broker_pid;
 } upload_settings_t;
 
@@ -1202,6 +1203,8 @@ static const an_option_t upload_options[] = {
     {"chunks", AN_OPT_STR, UP(chunks), "1M,4M,16M", 0, 0, "SIZE[,SIZE...]",
      "chunk sizes to upload with, one fresh blob each (the broker's --max-frame must allow "
      "them)"},
+    {"repeat", AN_OPT_INT, UP(repeat), "3", 1, 16, "N",
+     "uploads per chunk size (each a fresh blob): the median and the best are reported"},
     {"broker-pid", AN_OPT_INT, UP(broker_pid), "0", 0, 4194304, "PID",
      "the broker's process id: adds its CPU time per GiB (0 = not known)"},
 };
@@ -1216,6 +1219,47 @@ static const an_command_spec_t upload_spec = {
     .n_options = sizeof upload_options / sizeof upload_options[0],
 };
 
+/* One timed upload of `big` (stamped afresh, so a new blob) as a task's
+ * training set: its seconds and the CPU seconds of broker and client.
+ * Returns 0, AN_EREMOTE (refused by the broker: err says why) or an error. */
+typedef struct upload_run {
+  double secs, broker_cpu, client_cpu;
+} upload_run_t;
+
+static int upload_once(an_client_t *pub, an_arena_t *arena, blob_file_t *big,
+                       const tiny_work_t *tw, uint32_t chunk, long broker_pid, double *hash_s,
+                       upload_run_t *run, char *err, size_t errlen) {
+  const blob_file_t *data[4] = {big, &tw->data[1], &tw->data[2], &tw->data[3]};
+  uint64_t task = 0;
+  int rc;
+  if ((rc = stamp_big_file(big->path, uv_hrtime() ^ chunk, err, errlen)) != 0)
+    return rc;
+  double t0 = now_s();
+  an_blob_digests_free(&big->d);
+  if ((rc = an_blob_digests_of(big->path, chunk, &big->d, err, errlen)) != 0)
+    return rc;
+  *hash_s += now_s() - t0;
+  if ((rc = submit_task(pub, arena, data, 600, UNRUNNABLE_MEMORY, &task, err, errlen)) != 0)
+    return rc;
+  for (int k = 1; k < 4; k++)
+    if ((rc = an_transfer_upload(pub, task, data[k]->path, &data[k]->d, NULL, NULL, err,
+                                 errlen)) != 0)
+      return rc;
+  cpu_times_t broker0 = proc_cpu(broker_pid), self0 = proc_cpu(0);
+  t0 = now_s();
+  rc = an_transfer_upload(pub, task, big->path, &big->d, NULL, NULL, err, errlen);
+  run->secs = now_s() - t0;
+  cpu_times_t broker1 = proc_cpu(broker_pid), self1 = proc_cpu(0);
+  run->broker_cpu = broker1.own - broker0.own;
+  run->client_cpu = self1.own - self0.own;
+  return rc;
+}
+
+static int cmp_run(const void *a, const void *b) {
+  double x = ((const upload_run_t *)a)->secs, y = ((const upload_run_t *)b)->secs;
+  return (x > y) - (x < y);
+}
+
 static int cmd_upload(int argc, char **argv) {
   upload_settings_t s = {0};
   tiny_work_t tw;
@@ -1224,7 +1268,7 @@ static int cmd_upload(int argc, char **argv) {
   an_arena_t arena;
   char *items[MAX_COUNTS], err[2048];
   uint64_t chunks[MAX_COUNTS];
-  size_t n_chunks;
+  size_t n_chunks, n_hashed = 0;
   double hash_s = 0;
   int first, status, made = 0;
 
@@ -1252,26 +1296,13 @@ static int cmd_upload(int argc, char **argv) {
     goto fail;
   made = 1;
   for (size_t i = 0; i < n_chunks; i++) {
-    const blob_file_t *data[4] = {&big, &tw.data[1], &tw.data[2], &tw.data[3]};
-    uint64_t task = 0;
-    if (stamp_big_file(big.path, uv_hrtime() ^ chunks[i], err, sizeof err) != 0)
-      goto fail;
-    double t0 = now_s();
-    an_blob_digests_free(&big.d);
-    if (an_blob_digests_of(big.path, (uint32_t)chunks[i], &big.d, err, sizeof err) != 0)
-      goto fail;
-    hash_s += now_s() - t0;
-    if (submit_task(pub, &arena, data, 600, UNRUNNABLE_MEMORY, &task, err, sizeof err) != 0)
-      goto fail;
-    for (int k = 1; k < 4; k++)
-      if (an_transfer_upload(pub, task, data[k]->path, &data[k]->d, NULL, NULL, err,
-                             sizeof err) != 0)
-        goto fail;
-    cpu_times_t broker0 = proc_cpu((long)s.broker_pid), self0 = proc_cpu(0);
-    t0 = now_s();
-    int rc = an_transfer_upload(pub, task, big.path, &big.d, NULL, NULL, err, sizeof err);
-    double secs = now_s() - t0;
-    cpu_times_t broker1 = proc_cpu((long)s.broker_pid), self1 = proc_cpu(0);
+    upload_run_t runs[16];
+    int rc = 0, n = 0;
+    for (; n < (int)s.repeat && rc == 0; n++) {
+      rc = upload_once(pub, &arena, &big, &tw, (uint32_t)chunks[i], (long)s.broker_pid, &hash_s,
+                       &runs[n], err, sizeof err);
+      n_hashed++;
+    }
     if (rc == AN_EREMOTE) { /* the broker's limits are a result too */
       printf("| upload over TLS, %.0f KiB chunks | refused | %s |\n", (double)chunks[i] / 1024,
              err);
@@ -1279,24 +1310,29 @@ static int cmd_upload(int argc, char **argv) {
     }
     if (rc != 0)
       goto fail;
-    printf("| upload of a %.2f GiB blob over TLS, %.0f KiB chunks | %.2f GB/s | %.2f s; "
-           "%" PRIu64 " chunks, 4 in flight, each checked against the broker's running "
-           "SHA-256 and fdatasync'ed before its ack |\n",
-           (double)big.d.size / 1073741824.0, (double)chunks[i] / 1024,
-           (double)big.d.size / secs / 1e9, secs, (big.d.size + chunks[i] - 1) / chunks[i]);
+    /* The median run, and the best: on a machine whose freed memory goes
+     * back to its host, a run that lands on such pages pays for it. */
+    qsort(runs, (size_t)n, sizeof runs[0], cmp_run);
+    const upload_run_t *mid = &runs[n / 2];
+    double gib = (double)big.d.size / 1073741824.0;
+    printf("| upload of a %.2f GiB blob over TLS, %.0f KiB chunks (median of %d) | %.2f GB/s | "
+           "best %.2f GB/s; %" PRIu64 " chunks, 8 in flight, each checked against the broker's "
+           "running SHA-256 and durable (fdatasync, shared by the chunks queued together) "
+           "before its ack |\n",
+           (double)big.d.size / 1073741824.0, (double)chunks[i] / 1024, n,
+           (double)big.d.size / mid->secs / 1e9, (double)big.d.size / runs[0].secs / 1e9,
+           (big.d.size + chunks[i] - 1) / chunks[i]);
     /* Client and broker work at once (chunks in flight); on a shared
      * machine their CPU times together bound the rate. */
-    double gib = (double)big.d.size / 1073741824.0;
     if (s.broker_pid)
-      printf("| CPU per GiB at %.0f KiB chunks: broker / client | %.2f / %.2f s | on loopback "
-             "both share this machine's cores |\n",
-             (double)chunks[i] / 1024, (broker1.own - broker0.own) / gib,
-             (self1.own - self0.own) / gib);
+      printf("| CPU per GiB at %.0f KiB chunks (median run): broker / client | %.2f / %.2f s | "
+             "on loopback both share this machine's cores |\n",
+             (double)chunks[i] / 1024, mid->broker_cpu / gib, mid->client_cpu / gib);
     fflush(stdout);
   }
-  printf("| client: SHA-256 of the file before each upload (not in the figures above) | "
-         "%.2f GB/s | OpenSSL, one core |\n",
-         (double)big.d.size * (double)n_chunks / hash_s / 1e9);
+  printf("| client: SHA-256 of the file and of each chunk's prefix, before each upload (not "
+         "in the figures above) | %.2f GB/s | OpenSSL, one core |\n",
+         (double)big.d.size * (double)n_hashed / hash_s / 1e9);
   status = AN_EXIT_OK;
   goto done;
 fail:
@@ -1376,9 +1412,10 @@ static int cmd_disk(int argc, char **argv) {
          " calls in %s |\n",
          (double)quantile(ns, (size_t)s.count, 0.5) / 1e6,
          (double)quantile(ns, (size_t)s.count, 0.99) / 1e6, s.count, s.dir);
-  /* What a durable upload can reach at most: 1 MiB appends, each made
-   * durable before the next, as the blob store does with its chunks. */
-  {
+  /* What a durable upload can reach at most: 1 MiB appends, made durable
+   * one by one (a chunk alone) or eight at a time (a batch of chunks that
+   * queued up behind one another, which share one fdatasync). */
+  for (size_t batch = 1; batch <= 8; batch *= 8) {
     const size_t piece = (size_t)1 << 20, pieces = 256;
     char *mib = malloc(piece);
     if (!mib || ftruncate(fd, 0) != 0) {
@@ -1388,15 +1425,16 @@ static int cmd_disk(int argc, char **argv) {
     memset(mib, 'c', piece);
     double t0 = now_s();
     for (size_t i = 0; i < pieces; i++)
-      if (pwrite(fd, mib, piece, (off_t)(i * piece)) != (ssize_t)piece || fdatasync(fd) != 0) {
+      if (pwrite(fd, mib, piece, (off_t)(i * piece)) != (ssize_t)piece ||
+          ((i + 1) % batch == 0 && fdatasync(fd) != 0)) {
         free(mib);
         goto io_fail;
       }
     double secs = now_s() - t0;
     free(mib);
-    printf("| disk: appending 1 MiB + fdatasync, 256 times | %.2f GB/s | the most a durable "
-           "upload to %s can reach |\n",
-           (double)(piece * pieces) / secs / 1e9, s.dir);
+    printf("| disk: appending 256 MiB in 1 MiB writes, fdatasync every %zu MiB | %.2f GB/s | "
+           "what a durable upload to %s can reach with that batch |\n",
+           batch, (double)(piece * pieces) / secs / 1e9, s.dir);
   }
   status = AN_EXIT_OK;
   goto done;

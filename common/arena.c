@@ -13,6 +13,7 @@ struct an_arena_block {
 };
 
 #define AN_ARENA_ALIGN alignof(max_align_t)
+#define AN_ARENA_PAGE ((size_t)4096)
 
 void an_arena_init(an_arena_t *a, size_t block_size, size_t cap) {
   memset(a, 0, sizeof *a);
@@ -37,20 +38,30 @@ void an_arena_destroy(an_arena_t *a) {
   a->used_total = 0;
 }
 
+/* Bytes of padding that put `at` on an `align` boundary (a power of two). */
+static size_t an_arena_pad(const unsigned char *at, size_t align) {
+  return (size_t)(-(uintptr_t)at) & (align - 1);
+}
+
 void *an_arena_alloc(an_arena_t *a, size_t size) {
   an_arena_block_t *b = a->head;
-  size_t rounded;
+  size_t rounded, align;
 
   if (size == 0)
     size = 1;
-  if (size > SIZE_MAX - AN_ARENA_ALIGN)
+  if (size > SIZE_MAX - AN_ARENA_PAGE)
     return NULL;
+  /* Big allocations start on a page: an upload's chunk can then be written
+   * with O_DIRECT straight from where protobuf-c unpacked it. */
+  align = size >= AN_ARENA_PAGE_ALIGNED_FROM ? AN_ARENA_PAGE : AN_ARENA_ALIGN;
   rounded = (size + AN_ARENA_ALIGN - 1) & ~(AN_ARENA_ALIGN - 1);
-  if (a->cap && (rounded > a->cap || a->used_total > a->cap - rounded))
+  /* The cap counts the worst-case padding too. */
+  size_t charged = rounded + (align > AN_ARENA_ALIGN ? align : 0);
+  if (a->cap && (charged > a->cap || a->used_total > a->cap - charged))
     return NULL;
 
-  if (!b || b->size - b->used < rounded) {
-    size_t bsize = rounded > a->block_size ? rounded : a->block_size;
+  if (!b || b->size - b->used < an_arena_pad(b->data + b->used, align) + rounded) {
+    size_t bsize = charged > a->block_size ? charged : a->block_size;
     if (bsize > SIZE_MAX - sizeof *b)
       return NULL;
     if (a->spare && a->spare->size >= bsize) {
@@ -65,9 +76,10 @@ void *an_arena_alloc(an_arena_t *a, size_t size) {
     b->next = a->head;
     a->head = b;
   }
-  void *p = b->data + b->used;
-  b->used += rounded;
-  a->used_total += rounded;
+  size_t pad = an_arena_pad(b->data + b->used, align);
+  void *p = b->data + b->used + pad;
+  b->used += pad + rounded;
+  a->used_total += pad + rounded;
   return p;
 }
 

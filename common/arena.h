@@ -28,8 +28,13 @@ void an_arena_init(an_arena_t *a, size_t block_size, size_t cap);
 /* Frees every block. The arena may be re-initialised afterwards. */
 void an_arena_destroy(an_arena_t *a);
 
-/* Returns `size` bytes aligned for any type, or NULL when out of memory or
- * over the cap. Memory stays valid until an_arena_reset or _destroy. */
+/* Allocations of at least this many bytes start on a 4 KiB boundary (for
+ * O_DIRECT writes of what protobuf-c unpacked into them). */
+#define AN_ARENA_PAGE_ALIGNED_FROM ((size_t)64 * 1024)
+
+/* Returns `size` bytes aligned for any type (on a 4 KiB boundary from
+ * AN_ARENA_PAGE_ALIGNED_FROM on), or NULL when out of memory or over the
+ * cap. Memory stays valid until an_arena_reset or _destroy. */
 void *an_arena_alloc(an_arena_t *a, size_t size);
 
 /* Copies a NUL-terminated string into the arena. NULL on failure. */

@@ -40,6 +40,12 @@
  * data. 256 is far above the concurrent uploads one broker sees. */
 #define AN_BLOBSTORE_MAX_UPLOADS 256
 
+/* Most bytes of an upload written but not yet made durable: the chunks
+ * of a batch share one fdatasync, and their replies wait for it. A
+ * quarter of what a client keeps in flight (8 chunks of 1 to 4 MiB), so
+ * acks flow while it sends on. */
+#define AN_SYNC_BATCH ((uint64_t)2 << 20)
+
 /* Reading a resumed partial file back to rebuild its hash. */
 #define AN_REHASH_BUFFER (1u << 20)
 
@@ -60,6 +66,7 @@ typedef struct an_upload {
   uint64_t queued_end;            /* end once every queued chunk is in: where the next goes */
   EVP_MD_CTX *sha;                /* has consumed exactly [0, end) */
   int fd;                         /* the partial file, read-write */
+  int direct_fd;                  /* the same, O_DIRECT for whole pages; -1 = not offered */
   uint64_t last_use;              /* for LRU eviction */
   an_put_job_t *running;          /* on a thread now */
   an_job_list_t queue;            /* checked, waiting to run */
@@ -85,6 +92,7 @@ struct an_put_job {
   void *arg;
   /* Set on the loop when the job starts: the upload as the thread finds it. */
   uint64_t start_synced;
+  uint64_t start_unsynced; /* bytes earlier jobs wrote that no fdatasync covers yet */
   /* Set by the thread. */
   EVP_MD_CTX *ahead; /* the upload's hash advanced over this chunk */
   int synced;        /* everything up to this chunk's end is durable */
@@ -185,8 +193,33 @@ static void an_upload_release(an_upload_t *u) {
   EVP_MD_CTX_free(u->sha);
   if (u->fd >= 0)
     close(u->fd);
+  if (u->direct_fd >= 0)
+    close(u->direct_fd);
   memset(u, 0, sizeof *u);
-  u->fd = -1;
+  u->fd = u->direct_fd = -1;
+}
+
+/* O_DIRECT wants the buffer, offset and length on the device's logical
+ * block; a page is a multiple of every block size in use. */
+#define AN_DIRECT_ALIGN 4096u
+
+/* Writes a chunk at `offset`. Whole pages from a page-aligned buffer (an
+ * upload's chunks, as the arena unpacks them) go around the page cache:
+ * copying into the cache, a fresh page for every 4 KiB, is most of what a
+ * buffered write costs, and the bytes are not read again soon. The rest (a
+ * blob's last chunk, small ones) takes the page cache; both are made
+ * durable by the same fdatasync. Runs on the upload's job thread. */
+static int an_upload_write(an_upload_t *u, const void *data, size_t len, uint64_t offset) {
+  if (u->direct_fd >= 0 && ((uintptr_t)data % AN_DIRECT_ALIGN | offset % AN_DIRECT_ALIGN |
+                            len % AN_DIRECT_ALIGN) == 0) {
+    int rc = an_write_all(u->direct_fd, data, len, offset);
+    if (rc != UV_EINVAL)
+      return rc;
+    /* The file system wants another alignment: buffered from now on. */
+    close(u->direct_fd);
+    u->direct_fd = -1;
+  }
+  return an_write_all(u->fd, data, len, offset);
 }
 
 static an_upload_t *an_upload_find(an_blobstore_t *b, const char *digest) {
@@ -258,7 +291,7 @@ int an_blobstore_open(const char *dir, const an_blobstore_limits_t *lim, an_blob
   }
   b->dir_fd = b->partial_fd = -1;
   for (size_t i = 0; i < AN_BLOBSTORE_MAX_UPLOADS; i++)
-    b->uploads[i].fd = -1;
+    b->uploads[i].fd = b->uploads[i].direct_fd = -1;
   if (lim)
     b->lim = *lim;
   if (b->lim.max_blob_bytes == 0)
@@ -450,6 +483,8 @@ static int an_upload_open(an_blobstore_t *b, const char *digest, uint64_t size, 
     an_set_err(err, errlen, "cannot stat the partial blob %s: %s", digest, strerror(errno));
     goto fail;
   }
+  /* Not every file system offers O_DIRECT; without it all writes are buffered. */
+  u->direct_fd = openat(b->partial_fd, digest, O_WRONLY | O_DIRECT | O_CLOEXEC | O_NOFOLLOW);
   u->end = u->synced_end = u->queued_end = (uint64_t)st.st_size;
   if (u->end > size) {
     /* Only after a restart or an eviction: in the table, sizes must match. */
@@ -638,7 +673,7 @@ static void an_put_work(an_put_job_t *j) {
   }
   if ((rc = an_check_floor(b, j->len, r->err, sizeof r->err)) != 0)
     goto failed;
-  if ((rc = an_write_all(u->fd, j->data, j->len, j->offset)) != 0) {
+  if ((rc = an_upload_write(u, j->data, j->len, j->offset)) != 0) {
     an_set_err(r->err, sizeof r->err, "cannot write blob %s: %s", u->digest, uv_strerror(rc));
     /* Back to the verified end, so that the file and the hash agree; if even
      * that fails, the upload is forgotten and its next begin() re-reads
@@ -663,7 +698,10 @@ static void an_put_work(an_put_job_t *j) {
     r->next = j->offset + j->len;
     return;
   }
-  if (atomic_load(&u->waiting) == 0) {
+  /* Sync when no chunk waits behind this one (it would sync for both), or
+   * once a batch is big enough: a client waits for its acks to send more,
+   * so a batch must not grow to all it may have in flight. */
+  if (atomic_load(&u->waiting) == 0 || j->start_unsynced + j->len >= AN_SYNC_BATCH) {
     if (fdatasync(u->fd) != 0) {
       rc = -errno;
       an_set_err(r->err, sizeof r->err, "cannot sync blob %s: %s", u->digest, strerror(errno));
@@ -818,6 +856,7 @@ static void an_put_start(an_blobstore_t *b, an_upload_t *u) {
   atomic_fetch_sub(&u->waiting, 1);
   u->running = j;
   j->start_synced = u->synced_end;
+  j->start_unsynced = u->end - u->synced_end;
   j->work.data = j;
   if (b->loop && uv_queue_work(b->loop, &j->work, an_put_on_work, an_put_on_done) == 0)
     return;

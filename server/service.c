@@ -626,8 +626,8 @@ static void an_put_chunk_done(const an_blob_put_result_t *r, void *arg) {
                         r->complete, r->err);
   else if (r->rc == 0 && r->complete && an_session_role(job->s) == AN_ROLE_PUBLISHER)
     an_maybe_ready(job->svc, (int64_t)job->task);
+  an_session_return_arena(job->s, &job->arena);
   an_session_end_deferred(job->s);
-  an_arena_destroy(&job->arena);
   free(job);
 }
 
@@ -673,7 +673,7 @@ static int an_on_put_chunk(an_service_t *svc, an_session_t *s, const Archnet__En
   if (rc == 1) /* queued: an_put_chunk_done answers (or has answered) */
     return 0;
   rc = an_put_chunk_answer(svc, s, req->request_id, job->digest, task, rc, next, complete, err);
-  an_arena_destroy(&job->arena);
+  an_session_return_arena(s, &job->arena);
   free(job);
   an_session_end_deferred(s); /* s is still open: its frame is being handled */
   return rc;

@@ -31,6 +31,11 @@ struct an_session {
   Archnet__Role role;
   an_arena_t arena; /* per request: reset before each frame is unpacked */
   size_t arena_cap; /* its byte cap, for a fresh one (an_session_take_arena) */
+  /* Arenas back from deferred requests, reset, each with the big block its
+   * chunk needed kept as a spare: the next chunks unpack into memory that
+   * is already mapped instead of fresh pages. Emptied when an upload ends. */
+  an_arena_t pool[AN_SESSION_MAX_DEFERRED];
+  int n_pool;
   int deferred;     /* requests answered later, in flight */
   int refs;         /* deferred ones keep the struct after its connection closed */
   int closed;       /* the connection is gone: nothing more is sent */
@@ -76,6 +81,11 @@ int an_session_error(an_session_t *s, uint64_t request_id, Archnet__Error__Code 
   return an_wire_send_error(an_session_out(s), request_id, code, "%s", msg);
 }
 
+static void an_session_drain_pool(an_session_t *s) {
+  while (s->n_pool > 0)
+    an_arena_destroy(&s->pool[--s->n_pool]);
+}
+
 /* Forgets grant i. */
 static void an_session_drop_upload(an_session_t *s, int i) {
   memmove(&s->uploads[i], &s->uploads[i + 1],
@@ -108,6 +118,7 @@ int an_session_allow_upload(an_session_t *s, const char *digest, uint64_t task_i
 }
 
 void an_session_upload_done(an_session_t *s, const char *digest) {
+  an_session_drain_pool(s); /* the chunks' memory is not needed now */
   /* Kept, marked: pipelined chunks of it may still be on their way, and
    * must be answered "complete", not "not allowed". */
   for (int i = 0; i < s->n_uploads; i++)
@@ -130,6 +141,7 @@ uint64_t an_session_upload_task(const an_session_t *s, const char *digest) {
 }
 
 static void an_session_free(an_session_t *s) {
+  an_session_drain_pool(s);
   an_arena_destroy(&s->arena);
   free(s);
 }
@@ -152,7 +164,19 @@ int an_session_is_closed(const an_session_t *s) { return s->closed; }
 
 void an_session_take_arena(an_session_t *s, an_arena_t *out) {
   *out = s->arena;
-  an_arena_init(&s->arena, 0, s->arena_cap);
+  if (s->n_pool > 0)
+    s->arena = s->pool[--s->n_pool];
+  else
+    an_arena_init(&s->arena, 0, s->arena_cap);
+}
+
+void an_session_return_arena(an_session_t *s, an_arena_t *a) {
+  if (s->closed || s->n_pool == AN_SESSION_MAX_DEFERRED) {
+    an_arena_destroy(a);
+    return;
+  }
+  an_arena_reset(a);
+  s->pool[s->n_pool++] = *a;
 }
 
 an_list_t *an_session_link(an_session_t *s) { return &s->link; }

@@ -68,6 +68,9 @@ int an_session_is_closed(const an_session_t *s);
  * *out, which the caller then owns (an_arena_destroy), and gives the
  * session a fresh one: a deferred request keeps its bytes without a copy. */
 void an_session_take_arena(an_session_t *s, an_arena_t *out);
+/* Gives back (or frees) an arena from an_session_take_arena once its
+ * request is answered; the session keeps a few for the next requests. */
+void an_session_return_arena(an_session_t *s, an_arena_t *a);
 
 /* Asks the session to end (broker shutdown). */
 void an_session_close(an_session_t *s);

@@ -1,6 +1,7 @@
 #include <check.h>
 #include <stdalign.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/arena.h"
@@ -105,6 +106,48 @@ START_TEST(test_protobuf_unpack_in_arena) {
 }
 END_TEST
 
+/* Big allocations start on a 4 KiB page, after small ones, in a reused
+ * spare block, and as protobuf-c's copy of a chunk's bytes. */
+START_TEST(test_big_allocations_page_aligned) {
+  an_arena_t a;
+  an_arena_init(&a, 0, 0);
+  for (int round = 0; round < 3; round++) {
+    char *small = an_arena_alloc(&a, 10);
+    uint8_t *big = an_arena_alloc(&a, 100 * 1024 + round);
+    char *small2 = an_arena_alloc(&a, 10);
+    ck_assert_ptr_nonnull(small);
+    ck_assert_ptr_nonnull(big);
+    ck_assert_uint_eq((uintptr_t)big % 4096, 0);
+    memset(big, 0xab, 100 * 1024 + (size_t)round); /* ASan: all of it is ours */
+    ck_assert_ptr_nonnull(small2);
+    ck_assert_uint_eq((uintptr_t)small2 % alignof(max_align_t), 0);
+    an_arena_reset(&a);
+  }
+  /* protobuf-c's bytes field. */
+  size_t len = 1 << 20;
+  uint8_t *data = malloc(len), *packed = malloc(len + 256);
+  ck_assert(data && packed);
+  for (size_t i = 0; i < len; i++)
+    data[i] = (uint8_t)(i * 7);
+  Archnet__Envelope env = ARCHNET__ENVELOPE__INIT, *out;
+  Archnet__PutBlobChunk pc = ARCHNET__PUT_BLOB_CHUNK__INIT;
+  pc.sha256 = "x";
+  pc.data.data = data;
+  pc.data.len = len;
+  env.body_case = ARCHNET__ENVELOPE__BODY_PUT_BLOB_CHUNK;
+  env.put_blob_chunk = &pc;
+  size_t n = archnet__envelope__pack(&env, packed);
+  out = archnet__envelope__unpack(an_arena_protobuf_allocator(&a), n, packed);
+  ck_assert_ptr_nonnull(out);
+  ck_assert_uint_eq(out->put_blob_chunk->data.len, len);
+  ck_assert_uint_eq((uintptr_t)out->put_blob_chunk->data.data % 4096, 0);
+  ck_assert(memcmp(out->put_blob_chunk->data.data, data, len) == 0);
+  an_arena_destroy(&a);
+  free(data);
+  free(packed);
+}
+END_TEST
+
 static Suite *arena_suite(void) {
   Suite *s = suite_create("arena");
   TCase *tc = tcase_create("arena");
@@ -113,6 +156,7 @@ static Suite *arena_suite(void) {
   tcase_add_test(tc, test_reset_reuses_first_block);
   tcase_add_test(tc, test_big_block_kept_for_the_next_use_only);
   tcase_add_test(tc, test_protobuf_unpack_in_arena);
+  tcase_add_test(tc, test_big_allocations_page_aligned);
   suite_add_tcase(s, tc);
   return s;
 }
