@@ -24,7 +24,6 @@
 #include <unistd.h>
 
 #include <dirent.h>
-#include <stdatomic.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <uv.h>
@@ -40,12 +39,6 @@
  * data. 256 is far above the concurrent uploads one broker sees. */
 #define AN_BLOBSTORE_MAX_UPLOADS 256
 
-/* Most bytes of an upload written but not yet made durable: the chunks
- * of a batch share one fdatasync, and their replies wait for it. A
- * quarter of what a client keeps in flight (8 chunks of 1 to 4 MiB), so
- * acks flow while it sends on. */
-#define AN_SYNC_BATCH ((uint64_t)2 << 20)
-
 /* Reading a resumed partial file back to rebuild its hash. */
 #define AN_REHASH_BUFFER (1u << 20)
 
@@ -53,7 +46,8 @@ typedef struct an_put_job an_put_job_t;
 
 /* Chunks wait in their upload's queue and run one at a time, in order, on
  * a thread (or in the caller without a loop): the running job alone
- * touches the hash and the file, the loop's thread alone everything else. */
+ * touches the hash, the running chunk and sync jobs the file, and the
+ * loop's thread everything else. */
 typedef struct an_job_list {
   an_put_job_t *head, *tail;
 } an_job_list_t;
@@ -68,14 +62,23 @@ typedef struct an_upload {
   int fd;                         /* the partial file, read-write */
   int direct_fd;                  /* the same, O_DIRECT for whole pages; -1 = not offered */
   uint64_t last_use;              /* for LRU eviction */
-  an_put_job_t *running;          /* on a thread now */
+  an_put_job_t *running;          /* a chunk on a thread now */
   an_job_list_t queue;            /* checked, waiting to run */
-  an_job_list_t unsynced;         /* done, but their bytes await a later job's fdatasync */
-  atomic_int waiting;             /* queue's length, read by the running job: sync or not */
+  an_job_list_t unsynced;         /* written, waiting for an fdatasync to cover them */
+  /* The fdatasync runs as a job of its own, beside the chunks: hashing
+   * never waits for the disk, and the chunks written while one sync runs
+   * share the next. */
+  uv_work_t sync_work;
+  int syncing;          /* sync_work is on a thread, covering [0, sync_target) */
+  int sync_again;       /* chunks were written meanwhile: sync once more after it */
+  int sync_rc;          /* set by the thread */
+  uint64_t sync_target;
+  int retired;          /* complete, dropped or broken: forgotten once nothing runs */
+  an_blobstore_t *b;    /* for the sync's completion */
 } an_upload_t;
 
-/* One chunk's trip: checked on the loop, hashed, written and maybe synced
- * on a thread, applied and reported on the loop. */
+/* One chunk's trip: checked on the loop, hashed and written on a thread,
+ * applied on the loop, reported once an fdatasync covers it. */
 struct an_put_job {
   uv_work_t work;
   an_blobstore_t *b;
@@ -90,13 +93,9 @@ struct an_put_job {
               * continue once the chunks ahead of it are in */
   an_blob_put_cb cb;
   void *arg;
-  /* Set on the loop when the job starts: the upload as the thread finds it. */
-  uint64_t start_synced;
-  uint64_t start_unsynced; /* bytes earlier jobs wrote that no fdatasync covers yet */
   /* Set by the thread. */
   EVP_MD_CTX *ahead; /* the upload's hash advanced over this chunk */
-  int synced;        /* everything up to this chunk's end is durable */
-  int sealed;        /* the blob is whole, verified and in place */
+  int sealed;        /* the blob is whole, verified, synced and in place */
   int dropped;       /* the whole blob failed its digest: partial file removed */
   int broken;        /* the file may not hold what the hash has: forget the upload */
   an_blob_put_result_t result;
@@ -232,7 +231,7 @@ static an_upload_t *an_upload_find(an_blobstore_t *b, const char *digest) {
 /* A free slot, or the least recently used one emptied (see
  * AN_BLOBSTORE_MAX_UPLOADS for why evicting loses nothing). */
 static int an_upload_busy(const an_upload_t *u) {
-  return u->running || u->queue.head || u->unsynced.head;
+  return u->running || u->queue.head || u->unsynced.head || u->syncing || u->retired;
 }
 
 static an_upload_t *an_upload_slot(an_blobstore_t *b) {
@@ -544,6 +543,12 @@ int an_blobstore_begin(an_blobstore_t *b, const char *digest, uint64_t size, uin
     goto done;
   }
   if ((u = an_upload_find(b, digest)) != NULL) {
+    if (u->retired) {
+      an_set_err(err, errlen, "blob %s is being closed after a failed chunk; begin it again",
+                 digest);
+      rc = UV_EBUSY;
+      goto done;
+    }
     if (u->size != size) {
       an_set_err(err, errlen, "blob %s is being uploaded with %llu bytes, not %llu", digest,
                  (unsigned long long)u->size, (unsigned long long)size);
@@ -591,7 +596,7 @@ static int an_put_check(an_blobstore_t *b, const char *digest, uint64_t offset, 
   }
   if (!an_digest_ok(digest))
     return an_bad_digest(err, errlen);
-  if (!(u = an_upload_find(b, digest))) {
+  if (!(u = an_upload_find(b, digest)) || u->retired) {
     uint64_t size = 0;
     if (an_blobstore_has(b, digest, &size)) {
       /* Another connection finished the same blob first (two publishers
@@ -623,11 +628,10 @@ static int an_put_check(an_blobstore_t *b, const char *digest, uint64_t offset, 
   return 0;
 }
 
-/* The thread's part: digests checked, bytes written at the verified end,
- * and an fdatasync unless another chunk of this upload waits to run (it
- * will sync both: a batch costs one). A failure syncs what earlier jobs
- * left unsynced, so their replies can go out. Reads only the job and the
- * upload's hash, file and `end`, which nothing else touches meanwhile. */
+/* The thread's part: digests checked and the bytes written at the
+ * verified end; the last chunk also seals the blob (fsync, rename). Reads
+ * only the job and the upload's hash, file, size and digest, which
+ * nothing else touches meanwhile. */
 static void an_put_work(an_put_job_t *j) {
   an_blobstore_t *b = j->b;
   an_upload_t *u = j->u;
@@ -640,13 +644,13 @@ static void an_put_work(an_put_job_t *j) {
     if (EVP_Digest(j->data, j->len, raw, &n, b->sha256, NULL) != 1 || n != 32) {
       an_set_err(r->err, sizeof r->err, "SHA-256 failed on a chunk of blob %s", u->digest);
       rc = UV_EIO;
-      goto failed;
+      goto done;
     }
     if (CRYPTO_memcmp(raw, j->chunk_sha, 32) != 0) {
       an_set_err(r->err, sizeof r->err, "chunk at offset %llu of blob %s does not match its digest",
                  (unsigned long long)j->offset, u->digest);
       rc = AN_EFORMAT;
-      goto failed;
+      goto done;
     }
   }
   /* The running hash advanced over this chunk, on a copy: it replaces the
@@ -655,24 +659,24 @@ static void an_put_work(an_put_job_t *j) {
       EVP_DigestUpdate(j->ahead, j->data, j->len) != 1) {
     an_set_err(r->err, sizeof r->err, "SHA-256 failed on blob %s", u->digest);
     rc = UV_EIO;
-    goto failed;
+    goto done;
   }
   if (j->has_prefix) {
     if (an_digest_peek(j->ahead, raw) != 0) {
       an_set_err(r->err, sizeof r->err, "SHA-256 failed on blob %s", u->digest);
       rc = UV_EIO;
-      goto failed;
+      goto done;
     }
     if (CRYPTO_memcmp(raw, j->prefix_sha, 32) != 0) {
       an_set_err(r->err, sizeof r->err,
                  "blob %s up to byte %llu does not match the digest sent with that chunk",
                  u->digest, (unsigned long long)(j->offset + j->len));
       rc = AN_EFORMAT;
-      goto failed;
+      goto done;
     }
   }
   if ((rc = an_check_floor(b, j->len, r->err, sizeof r->err)) != 0)
-    goto failed;
+    goto done;
   if ((rc = an_upload_write(u, j->data, j->len, j->offset)) != 0) {
     an_set_err(r->err, sizeof r->err, "cannot write blob %s: %s", u->digest, uv_strerror(rc));
     /* Back to the verified end, so that the file and the hash agree; if even
@@ -680,7 +684,7 @@ static void an_put_work(an_put_job_t *j) {
      * whatever is there. */
     if (ftruncate(u->fd, (off_t)j->offset) != 0)
       j->broken = 1;
-    goto failed;
+    goto done;
   }
   if (j->offset + j->len == u->size) {
     /* The last chunk: the whole file is checked, synced and renamed. */
@@ -689,53 +693,25 @@ static void an_put_work(an_put_job_t *j) {
     rc = an_upload_seal(b, u, &j->dropped, r->err, sizeof r->err);
     u->sha = before;
     if (rc == 0) {
-      j->sealed = j->synced = 1;
+      j->sealed = 1;
       r->complete = 1;
     } else if (!j->dropped) {
       j->broken = 1; /* written but not in place: start from what the disk holds */
     }
-    r->rc = rc;
-    r->next = j->offset + j->len;
-    return;
   }
-  /* Sync when no chunk waits behind this one (it would sync for both), or
-   * once a batch is big enough: a client waits for its acks to send more,
-   * so a batch must not grow to all it may have in flight. */
-  if (atomic_load(&u->waiting) == 0 || j->start_unsynced + j->len >= AN_SYNC_BATCH) {
-    if (fdatasync(u->fd) != 0) {
-      rc = -errno;
-      an_set_err(r->err, sizeof r->err, "cannot sync blob %s: %s", u->digest, strerror(errno));
-      goto unsynced;
-    }
-    j->synced = 1;
-  }
-  r->next = j->offset + j->len;
-  return;
-
-failed:
-  /* Nothing of this chunk is kept; what earlier jobs wrote must become
-   * durable now, since no later job of this batch will run to sync it. */
-  if (j->start_synced < j->offset && !j->broken && fdatasync(u->fd) != 0) {
-    an_set_err(r->err, sizeof r->err, "cannot sync blob %s: %s", u->digest, strerror(errno));
-    rc = -errno;
-    goto unsynced;
-  }
-  j->synced = !j->broken;
+done:
   r->rc = rc;
-  r->next = j->offset;
-  return;
-unsynced:
-  /* Bytes written since the last fdatasync may be lost: cut the file back
-   * to what was durable and forget the upload (the hash is ahead of it);
-   * the next begin() re-reads the file. */
-  if (ftruncate(u->fd, (off_t)j->start_synced) != 0) { /* best effort */
-  }
-  j->broken = 1;
-  r->rc = rc;
-  r->next = j->start_synced;
+  r->next = rc == 0 || j->sealed ? j->offset + j->len : j->offset;
 }
 
 static void an_put_start(an_blobstore_t *b, an_upload_t *u);
+
+/* Reports one job and frees it. */
+static void an_put_report(an_put_job_t *j) {
+  EVP_MD_CTX_free(j->ahead);
+  j->cb(&j->result, j->arg);
+  free(j);
+}
 
 /* Pops every job off `list` and reports it: with the result its own run
  * left (why == NULL), or with rc, next, complete and why instead. */
@@ -750,9 +726,7 @@ static void an_put_report_all(an_job_list_t *list, int rc, uint64_t next, int co
       j->result.complete = complete;
       snprintf(j->result.err, sizeof j->result.err, "%s", why);
     }
-    EVP_MD_CTX_free(j->ahead);
-    j->cb(&j->result, j->arg);
-    free(j);
+    an_put_report(j);
   }
   list->tail = NULL;
 }
@@ -766,69 +740,154 @@ static void an_job_append(an_job_list_t *list, an_put_job_t *j) {
   list->tail = j;
 }
 
-/* The loop's part after a job ran: the upload moves on (or is forgotten),
- * and the job is reported once its bytes are durable, with any earlier
- * ones that waited for this sync. */
+/* Frees the slot of a retired upload once no job of it runs. */
+static void an_upload_release_idle(an_upload_t *u) {
+  if (u->retired && !u->running && !u->syncing)
+    an_upload_release(u);
+}
+
+/* The upload ends (complete, or no longer trusted): chunks queued behind
+ * are answered, and the slot goes once nothing of it runs. */
+static void an_upload_retire(an_upload_t *u, int complete) {
+  char why[512];
+  an_set_err(why, sizeof why, "blob %s is %s", u->digest,
+             complete ? "complete" : "no longer being uploaded; begin it again");
+  an_put_report_all(&u->queue, complete ? 0 : AN_ENOTFOUND, complete ? u->size : 0, complete,
+                    why);
+  u->queued_end = u->end;
+  u->retired = 1;
+}
+
+static void an_sync_start(an_blobstore_t *b, an_upload_t *u);
+
+static void an_sync_on_work(uv_work_t *w) {
+  an_upload_t *u = w->data;
+  u->sync_rc = fdatasync(u->fd) == 0 ? 0 : -errno;
+}
+
+/* The loop's part after an fdatasync: the chunks it covered are reported
+ * kept; if it failed, none of the unsynced ones is, and the upload is
+ * forgotten: its next begin() re-reads the file, and a file that lost
+ * bytes in a crash fails its whole digest at the end, never passes. */
+static void an_sync_done(an_blobstore_t *b, an_upload_t *u) {
+  u->syncing = 0;
+  if (u->sync_rc == 0) {
+    u->synced_end = u->sync_target;
+    while (u->unsynced.head &&
+           u->unsynced.head->offset + u->unsynced.head->len <= u->synced_end) {
+      an_put_job_t *j = u->unsynced.head;
+      u->unsynced.head = j->next;
+      if (!u->unsynced.head)
+        u->unsynced.tail = NULL;
+      an_put_report(j);
+    }
+  } else if (!u->retired) {
+    char why[512];
+    an_set_err(why, sizeof why, "cannot sync blob %s: %s; begin it again", u->digest,
+               uv_strerror(u->sync_rc));
+    an_put_report_all(&u->unsynced, UV_EIO, u->synced_end, 0, why);
+    an_upload_retire(u, 0);
+  }
+  if (u->retired)
+    an_upload_release_idle(u);
+  else if (u->sync_again || u->unsynced.head)
+    an_sync_start(b, u);
+}
+
+static void an_sync_on_done(uv_work_t *w, int status) {
+  an_upload_t *u = w->data;
+  (void)status; /* never cancelled */
+  an_sync_done(u->b, u);
+}
+
+/* Makes what is written durable: a sync job now, or once the running one
+ * is done. */
+static void an_sync_start(an_blobstore_t *b, an_upload_t *u) {
+  if (u->syncing) {
+    u->sync_again = 1;
+    return;
+  }
+  u->sync_again = 0;
+  if (u->end == u->synced_end && !u->unsynced.head)
+    return;
+  u->syncing = 1;
+  u->sync_target = u->end;
+  u->b = b;
+  u->sync_work.data = u;
+  if (b->loop && uv_queue_work(b->loop, &u->sync_work, an_sync_on_work, an_sync_on_done) == 0)
+    return;
+  an_sync_on_work(&u->sync_work); /* no loop (or no thread to be had): here and now */
+  an_sync_done(b, u);
+}
+
+/* The loop's part after a chunk ran: the upload moves on (or ends), and
+ * the chunk waits for the fdatasync that covers it, or is answered now if
+ * it failed or sealed the blob (the seal synced everything). */
 static void an_put_apply(an_put_job_t *j) {
   an_blobstore_t *b = j->b;
   an_upload_t *u = j->u;
   an_blob_put_result_t *r = &j->result;
-  char why[512];
 
   u->running = NULL;
+  if (u->retired && !j->sealed) {
+    /* A sync failed while this chunk ran: the upload is over. */
+    if (r->rc == 0) {
+      r->rc = UV_EIO;
+      r->next = u->synced_end;
+      an_set_err(r->err, sizeof r->err, "blob %s could not be made durable; begin it again",
+                 u->digest);
+    }
+    an_put_report(j);
+    an_upload_release_idle(u);
+    return;
+  }
   if (r->rc == 0) {
     EVP_MD_CTX_free(u->sha);
     u->sha = j->ahead;
     j->ahead = NULL;
     u->end += j->len;
     b->bytes += j->len;
-  } else {
+  } else if (!j->sealed) {
     /* The chunks queued behind this one assumed it would be kept. */
+    char why[512];
     u->queued_end = u->end;
     an_set_err(why, sizeof why, "an earlier chunk of blob %s was refused; continue at %llu",
-             u->digest, (unsigned long long)u->end);
+               u->digest, (unsigned long long)u->end);
     an_put_report_all(&u->queue, AN_ESTATE, u->end, 0, why);
-    atomic_store(&u->waiting, 0);
   }
-  if (j->dropped)
-    b->bytes -= u->end;
-  if (j->broken) {
-    /* What earlier jobs wrote may be gone with the cut: none is reported
-     * as kept, and the upload starts over from the file (begin again). */
-    an_set_err(why, sizeof why, "blob %s could not be made durable: %s; begin it again",
-             u->digest, r->err);
-    an_put_report_all(&u->unsynced, UV_EIO, j->start_synced, 0, why);
-    if (u->end > j->start_synced) /* cut back to it (or unknown: a metric only) */
-      b->bytes -= u->end - j->start_synced;
-  } else if (j->synced) {
+  if (j->sealed) {
     u->synced_end = u->end;
     an_put_report_all(&u->unsynced, 0, 0, 0, NULL);
-  }
-  if (j->sealed || j->dropped || j->broken) {
-    an_set_err(why, sizeof why, "blob %s is %s", u->digest,
-             j->sealed ? "complete" : "no longer being uploaded; begin it again");
-    an_put_report_all(&u->queue, j->sealed ? 0 : AN_ENOTFOUND, j->sealed ? u->size : 0,
-                      j->sealed, why);
-    an_upload_release(u);
-    u = NULL;
-  }
-  if (j->synced || j->broken || r->rc != 0) {
-    EVP_MD_CTX_free(j->ahead);
-    j->cb(r, j->arg);
-    free(j);
+    an_upload_retire(u, 1);
+    an_put_report(j);
+  } else if (j->dropped || j->broken) {
+    char why[512];
+    if (j->dropped)
+      b->bytes -= u->end;
+    an_set_err(why, sizeof why, "blob %s could not be kept: %s; begin it again", u->digest,
+               r->err);
+    /* Dropped: the file is gone. Broken: what the file holds is unknown. */
+    an_put_report_all(&u->unsynced, j->dropped ? 0 : UV_EIO, u->synced_end, 0,
+                      j->dropped ? NULL : why);
+    an_upload_retire(u, 0);
+    an_put_report(j);
+  } else if (r->rc == 0) {
+    an_job_append(&u->unsynced, j);
+    an_sync_start(b, u);
   } else {
-    an_job_append(&u->unsynced, j); /* a later job's sync reports it */
+    an_put_report(j); /* nothing of it was kept; earlier ones await their sync */
   }
-  if (u)
+  if (u->retired)
+    an_upload_release_idle(u);
+  else
     an_put_start(b, u);
 }
 
 static void an_put_on_work(uv_work_t *w) { an_put_work(w->data); }
 
 static void an_put_on_done(uv_work_t *w, int status) {
-  an_put_job_t *j = w->data;
-  (void)status; /* jobs are never cancelled */
-  an_put_apply(j);
+  (void)status; /* never cancelled */
+  an_put_apply(w->data);
 }
 
 /* Runs the upload's next queued job, unless one is running. Probes at the
@@ -843,8 +902,7 @@ static void an_put_start(an_blobstore_t *b, an_upload_t *u) {
     j->result.next = u->end;
     an_set_err(j->result.err, sizeof j->result.err, "blob %s continues at %llu", u->digest,
                (unsigned long long)u->end);
-    j->cb(&j->result, j->arg);
-    free(j);
+    an_put_report(j);
   }
   j = u->queue.head;
   if (u->running || !j)
@@ -853,10 +911,7 @@ static void an_put_start(an_blobstore_t *b, an_upload_t *u) {
   if (!u->queue.head)
     u->queue.tail = NULL;
   j->next = NULL;
-  atomic_fetch_sub(&u->waiting, 1);
   u->running = j;
-  j->start_synced = u->synced_end;
-  j->start_unsynced = u->end - u->synced_end;
   j->work.data = j;
   if (b->loop && uv_queue_work(b->loop, &j->work, an_put_on_work, an_put_on_done) == 0)
     return;
@@ -903,7 +958,6 @@ int an_blobstore_put_async(an_blobstore_t *b, const char *digest, uint64_t offse
   j->arg = arg;
   u->queued_end += len;
   an_job_append(&u->queue, j);
-  atomic_fetch_add(&u->waiting, 1);
   an_put_start(b, u);
   return 1;
 }
