@@ -49,7 +49,8 @@ void *an_arena_alloc(an_arena_t *a, size_t size) {
 
   if (size == 0)
     size = 1;
-  if (size > SIZE_MAX - AN_ARENA_PAGE)
+  /* Room for the rounding and the page padding below, without wrapping. */
+  if (size > SIZE_MAX - 2 * AN_ARENA_PAGE)
     return NULL;
   /* Big allocations start on a page: an upload's chunk can then be written
    * with O_DIRECT straight from where protobuf-c unpacked it. */

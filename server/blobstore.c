@@ -1,9 +1,12 @@
 /* The content-addressed blob directory (see blobstore.h for the contract).
  *
- * Invariant of an upload in progress: the partial file holds exactly the
- * verified bytes [0, end), on disk, and the upload's running SHA-256 has
- * consumed exactly those bytes. put() keeps it by checking everything
- * before writing and truncating back to `end` if a write fails half-way.
+ * Invariants of an upload in progress: the upload's running SHA-256 has
+ * consumed exactly the verified bytes [0, end); the partial file holds
+ * [0, written_end) of them, of which [0, synced_end) are durable, and only
+ * chunks inside [0, synced_end) have been reported kept. Every chunk is
+ * checked before it is written; an upload whose file may hold anything
+ * else (a failed write or sync) ends, and its file is cut back to
+ * synced_end before its slot is freed.
  *
  * After a crash the partial file's length is trusted as its verified end:
  * every byte ever written there passed its chunk digest first, and the
@@ -44,41 +47,49 @@
 
 typedef struct an_put_job an_put_job_t;
 
-/* Chunks wait in their upload's queue and run one at a time, in order, on
- * a thread (or in the caller without a loop): the running job alone
- * touches the hash, the running chunk and sync jobs the file, and the
- * loop's thread everything else. */
 typedef struct an_job_list {
   an_put_job_t *head, *tail;
 } an_job_list_t;
 
+/* A chunk passes three stages, each its own job on libuv's thread pool
+ * (or in the caller without a loop): its digests are checked against the
+ * running hash (one chunk of an upload at a time, in order), its bytes are
+ * written (one at a time, in order, while the next chunk is being
+ * hashed), and an fdatasync covers it (sync jobs run beside both, and the
+ * chunks written meanwhile share the next). Only then is it reported. The
+ * hashing job alone touches the hash, the writing and sync jobs the file;
+ * the loop's thread everything else. */
 typedef struct an_upload {
   char digest[AN_DIGEST_HEX + 1]; /* "" = free slot */
   uint64_t size;                  /* declared by begin() */
-  uint64_t end;                   /* verified bytes written */
+  uint64_t end;                   /* verified (hashed) bytes */
+  uint64_t written_end;           /* of those, written */
   uint64_t synced_end;            /* of those, durable (fdatasync'ed) */
   uint64_t queued_end;            /* end once every queued chunk is in: where the next goes */
   EVP_MD_CTX *sha;                /* has consumed exactly [0, end) */
   int fd;                         /* the partial file, read-write */
   int direct_fd;                  /* the same, O_DIRECT for whole pages; -1 = not offered */
   uint64_t last_use;              /* for LRU eviction */
-  an_put_job_t *running;          /* a chunk on a thread now */
-  an_job_list_t queue;            /* checked, waiting to run */
+  an_job_list_t queue;            /* checked, waiting to be hashed */
+  an_put_job_t *hashing;          /* on a thread now */
+  an_job_list_t to_write;         /* hashed, waiting to be written */
+  an_put_job_t *writing;          /* on a thread now */
   an_job_list_t unsynced;         /* written, waiting for an fdatasync to cover them */
-  /* The fdatasync runs as a job of its own, beside the chunks: hashing
-   * never waits for the disk, and the chunks written while one sync runs
-   * share the next. */
   uv_work_t sync_work;
+  uv_work_t seal_work;  /* the rename into place, once a sync covered the whole blob */
+  int sealing;          /* seal_work is on a thread */
+  int seal_rc;          /* set by the thread */
+  char seal_err[256];   /* set by the thread */
   int syncing;          /* sync_work is on a thread, covering [0, sync_target) */
   int sync_again;       /* chunks were written meanwhile: sync once more after it */
   int sync_rc;          /* set by the thread */
   uint64_t sync_target;
   int retired;          /* complete, dropped or broken: forgotten once nothing runs */
+  int broken;           /* the file may hold bytes past synced_end nobody vouches for */
+  int complete;         /* retired because the blob is in place */
   an_blobstore_t *b;    /* for the sync's completion */
 } an_upload_t;
 
-/* One chunk's trip: checked on the loop, hashed and written on a thread,
- * applied on the loop, reported once an fdatasync covers it. */
 struct an_put_job {
   uv_work_t work;
   an_blobstore_t *b;
@@ -90,14 +101,14 @@ struct an_put_job {
   uint8_t chunk_sha[32], prefix_sha[32];
   int has_chunk, has_prefix;
   int probe; /* not a chunk to write: an out-of-place one, answered where to
-              * continue once the chunks ahead of it are in */
+              * continue once the chunks ahead of it are hashed */
   an_blob_put_cb cb;
   void *arg;
-  /* Set by the thread. */
-  EVP_MD_CTX *ahead; /* the upload's hash advanced over this chunk */
-  int sealed;        /* the blob is whole, verified, synced and in place */
-  int dropped;       /* the whole blob failed its digest: partial file removed */
-  int broken;        /* the file may not hold what the hash has: forget the upload */
+  /* Set by the threads. */
+  EVP_MD_CTX *ahead; /* hashing: the upload's hash advanced over this chunk */
+  int mismatch;      /* hashing: it ends the blob, and the whole digest does not match */
+  int direct;        /* writing: written with O_DIRECT */
+  int dropped;       /* writing: the partial file was removed (mismatch) */
   an_blob_put_result_t result;
 };
 
@@ -107,6 +118,7 @@ struct an_blobstore {
   an_blobstore_limits_t lim;
   EVP_MD *sha256;         /* fetched once instead of on every digest */
   uint64_t bytes;         /* complete + partial, kept current by put */
+  uint64_t direct_bytes;  /* of the bytes put, those written with O_DIRECT */
   uint64_t clock;         /* use counter for last_use */
   uv_loop_t *loop;        /* borrowed: put's jobs run on its thread pool; NULL = inline */
   an_upload_t uploads[AN_BLOBSTORE_MAX_UPLOADS];
@@ -208,10 +220,13 @@ static void an_upload_release(an_upload_t *u) {
  * buffered write costs, and the bytes are not read again soon. The rest (a
  * blob's last chunk, small ones) takes the page cache; both are made
  * durable by the same fdatasync. Runs on the upload's job thread. */
-static int an_upload_write(an_upload_t *u, const void *data, size_t len, uint64_t offset) {
+static int an_upload_write(an_upload_t *u, const void *data, size_t len, uint64_t offset,
+                           int *direct) {
+  *direct = 0;
   if (u->direct_fd >= 0 && ((uintptr_t)data % AN_DIRECT_ALIGN | offset % AN_DIRECT_ALIGN |
                             len % AN_DIRECT_ALIGN) == 0) {
     int rc = an_write_all(u->direct_fd, data, len, offset);
+    *direct = rc == 0;
     if (rc != UV_EINVAL)
       return rc;
     /* The file system wants another alignment: buffered from now on. */
@@ -228,12 +243,15 @@ static an_upload_t *an_upload_find(an_blobstore_t *b, const char *digest) {
   return NULL;
 }
 
-/* A free slot, or the least recently used one emptied (see
- * AN_BLOBSTORE_MAX_UPLOADS for why evicting loses nothing). */
+/* An upload with anything in flight, or ending, cannot be evicted. */
 static int an_upload_busy(const an_upload_t *u) {
-  return u->running || u->queue.head || u->unsynced.head || u->syncing || u->retired;
+  return u->queue.head || u->hashing || u->to_write.head || u->writing || u->unsynced.head ||
+         u->syncing || u->sealing || u->retired;
 }
 
+/* A free slot, or the least recently used idle one emptied (see
+ * AN_BLOBSTORE_MAX_UPLOADS for why evicting loses nothing); NULL if every
+ * slot is busy. */
 static an_upload_t *an_upload_slot(an_blobstore_t *b) {
   an_upload_t *victim = NULL;
   for (size_t i = 0; i < AN_BLOBSTORE_MAX_UPLOADS; i++) {
@@ -391,33 +409,39 @@ done:
   return rc;
 }
 
-/* Checks the finished file against its name and moves it into place; on
- * a digest mismatch the partial file is removed (*dropped = 1), as its
- * bytes can never become this blob. Touches only the upload's hash and
- * file and the directories, so it may run on a put job's thread. */
-static int an_upload_seal(an_blobstore_t *b, an_upload_t *u, int *dropped, char *err,
-                          size_t errlen) {
-  uint8_t raw[EVP_MAX_MD_SIZE];
-  char hex[2 * EVP_MAX_MD_SIZE + 1];
-  unsigned int n = 0;
-
-  *dropped = 0;
-  if (EVP_DigestFinal_ex(u->sha, raw, &n) != 1 || n != AN_DIGEST_HEX / 2) {
+/* Whether the bytes `run` (a running SHA-256, left running) has consumed
+ * hash to the upload's name: 0, or AN_EFORMAT (UV_EIO if hashing fails). */
+static int an_upload_check_whole(const an_upload_t *u, const EVP_MD_CTX *run, char *err,
+                                 size_t errlen) {
+  uint8_t raw[32];
+  char hex[65];
+  if (an_digest_peek(run, raw) != 0) {
     an_set_err(err, errlen, "SHA-256 failed finishing blob %s", u->digest);
     return UV_EIO;
   }
-  an_digest_hex(raw, n, hex);
+  an_digest_hex(raw, sizeof raw, hex);
   if (memcmp(hex, u->digest, AN_DIGEST_HEX) != 0) {
     an_set_err(err, errlen, "the uploaded bytes hash to %s, not %s: upload dropped", hex,
                u->digest);
-    if (unlinkat(b->partial_fd, u->digest, 0) == 0) {
-      *dropped = 1;
-      fsync(b->partial_fd); /* best effort: a leftover would be dropped again */
-    }
     return AN_EFORMAT;
   }
-  /* The data was synced chunk by chunk (or not yet, for a batch); this
-   * covers all of it and the file's size. */
+  return 0;
+}
+
+/* Removes the partial file of a blob whose bytes can never become it. */
+static void an_upload_drop(an_blobstore_t *b, const an_upload_t *u, int *dropped) {
+  *dropped = 0;
+  if (unlinkat(b->partial_fd, u->digest, 0) == 0) {
+    *dropped = 1;
+    fsync(b->partial_fd); /* best effort: a leftover would be dropped again */
+  }
+}
+
+/* Makes the whole, verified file durable and moves it into place. Touches
+ * only the upload's file and the directories, so it may run on a job's
+ * thread. */
+static int an_upload_place(an_blobstore_t *b, an_upload_t *u, char *err, size_t errlen) {
+  /* Covers every chunk not synced yet, and the file's size. */
   if (fsync(u->fd) != 0) {
     an_set_err(err, errlen, "cannot sync blob %s: %s", u->digest, strerror(errno));
     return -errno;
@@ -435,6 +459,17 @@ static int an_upload_seal(an_blobstore_t *b, an_upload_t *u, int *dropped, char 
    * matter, so a failure here is not the upload's. */
   (void)fchmod(u->fd, 0444);
   return 0;
+}
+
+/* Checks the finished file against its name and moves it into place; on
+ * a digest mismatch the partial file is removed (*dropped = 1). */
+static int an_upload_seal(an_blobstore_t *b, an_upload_t *u, int *dropped, char *err,
+                          size_t errlen) {
+  int rc = an_upload_check_whole(u, u->sha, err, errlen);
+  *dropped = 0;
+  if (rc == AN_EFORMAT)
+    an_upload_drop(b, u, dropped);
+  return rc ? rc : an_upload_place(b, u, err, errlen);
 }
 
 /* an_upload_seal, then the slot is released whatever happened. */
@@ -484,7 +519,7 @@ static int an_upload_open(an_blobstore_t *b, const char *digest, uint64_t size, 
   }
   /* Not every file system offers O_DIRECT; without it all writes are buffered. */
   u->direct_fd = openat(b->partial_fd, digest, O_WRONLY | O_DIRECT | O_CLOEXEC | O_NOFOLLOW);
-  u->end = u->synced_end = u->queued_end = (uint64_t)st.st_size;
+  u->end = u->written_end = u->synced_end = u->queued_end = (uint64_t)st.st_size;
   if (u->end > size) {
     /* Only after a restart or an eviction: in the table, sizes must match. */
     an_set_err(err, errlen, "blob %s is being uploaded with more than %llu bytes", digest,
@@ -620,6 +655,10 @@ static int an_put_check(an_blobstore_t *b, const char *digest, uint64_t offset, 
                (unsigned long long)offset, digest, (unsigned long long)u->queued_end);
     return AN_ESTATE;
   }
+  if (len == 0) {
+    an_set_err(err, errlen, "an empty chunk of blob %s", digest);
+    return UV_EINVAL;
+  }
   if (len > b->lim.max_chunk_bytes || len > u->size - u->queued_end) {
     an_set_err(err, errlen, "a chunk of %zu bytes is over %s", len,
                len > b->lim.max_chunk_bytes ? "the chunk size limit" : "the blob's declared size");
@@ -628,11 +667,11 @@ static int an_put_check(an_blobstore_t *b, const char *digest, uint64_t offset, 
   return 0;
 }
 
-/* The thread's part: digests checked and the bytes written at the
- * verified end; the last chunk also seals the blob (fsync, rename). Reads
- * only the job and the upload's hash, file, size and digest, which
- * nothing else touches meanwhile. */
-static void an_put_work(an_put_job_t *j) {
+/* Hashing, on a thread: the chunk's digests checked against the running
+ * hash, and for the last chunk the whole blob's against its name. Reads
+ * only the job and the upload's hash, size and digest, which nothing else
+ * touches meanwhile. */
+static void an_put_hash(an_put_job_t *j) {
   an_blobstore_t *b = j->b;
   an_upload_t *u = j->u;
   an_blob_put_result_t *r = &j->result;
@@ -654,7 +693,7 @@ static void an_put_work(an_put_job_t *j) {
     }
   }
   /* The running hash advanced over this chunk, on a copy: it replaces the
-   * upload's only once the chunk is written. */
+   * upload's only if the chunk is kept. */
   if (!(j->ahead = EVP_MD_CTX_new()) || EVP_MD_CTX_copy_ex(j->ahead, u->sha) != 1 ||
       EVP_DigestUpdate(j->ahead, j->data, j->len) != 1) {
     an_set_err(r->err, sizeof r->err, "SHA-256 failed on blob %s", u->digest);
@@ -675,36 +714,45 @@ static void an_put_work(an_put_job_t *j) {
       goto done;
     }
   }
-  if ((rc = an_check_floor(b, j->len, r->err, sizeof r->err)) != 0)
-    goto done;
-  if ((rc = an_upload_write(u, j->data, j->len, j->offset)) != 0) {
-    an_set_err(r->err, sizeof r->err, "cannot write blob %s: %s", u->digest, uv_strerror(rc));
-    /* Back to the verified end, so that the file and the hash agree; if even
-     * that fails, the upload is forgotten and its next begin() re-reads
-     * whatever is there. */
-    if (ftruncate(u->fd, (off_t)j->offset) != 0)
-      j->broken = 1;
-    goto done;
-  }
   if (j->offset + j->len == u->size) {
-    /* The last chunk: the whole file is checked, synced and renamed. */
-    EVP_MD_CTX *before = u->sha;
-    u->sha = j->ahead; /* seal consumes the hash; the job's copy is the one to finish */
-    rc = an_upload_seal(b, u, &j->dropped, r->err, sizeof r->err);
-    u->sha = before;
-    if (rc == 0) {
-      j->sealed = 1;
-      r->complete = 1;
-    } else if (!j->dropped) {
-      j->broken = 1; /* written but not in place: start from what the disk holds */
-    }
+    /* Every chunk passed; the whole may still not be what the name says
+     * (chunks with their own digests only). The partial file is then
+     * dropped in turn, after the writes ahead of it. */
+    int whole = an_upload_check_whole(u, j->ahead, r->err, sizeof r->err);
+    if (whole == AN_EFORMAT)
+      j->mismatch = 1;
+    else
+      rc = whole;
   }
 done:
   r->rc = rc;
-  r->next = rc == 0 || j->sealed ? j->offset + j->len : j->offset;
+  r->next = rc == 0 ? j->offset + j->len : j->offset;
 }
 
-static void an_put_start(an_blobstore_t *b, an_upload_t *u);
+/* Writing, on a thread: the bytes at their offset (every chunk before it
+ * is written); for a last chunk whose blob failed its whole digest, the
+ * partial file dropped instead. */
+static void an_put_write(an_put_job_t *j) {
+  an_blobstore_t *b = j->b;
+  an_upload_t *u = j->u;
+  an_blob_put_result_t *r = &j->result;
+  int rc;
+
+  if (j->mismatch) {
+    an_upload_drop(b, u, &j->dropped);
+    r->rc = AN_EFORMAT; /* r->err says why, from the hashing */
+    r->next = 0;
+    return;
+  }
+  if ((rc = an_check_floor(b, j->len, r->err, sizeof r->err)) == 0 &&
+      (rc = an_upload_write(u, j->data, j->len, j->offset, &j->direct)) != 0)
+    an_set_err(r->err, sizeof r->err, "cannot write blob %s: %s", u->digest, uv_strerror(rc));
+  r->rc = rc;
+  if (rc != 0)
+    r->next = j->offset;
+}
+
+static void an_put_pump(an_blobstore_t *b, an_upload_t *u);
 
 /* Reports one job and frees it. */
 static void an_put_report(an_put_job_t *j) {
@@ -740,56 +788,115 @@ static void an_job_append(an_job_list_t *list, an_put_job_t *j) {
   list->tail = j;
 }
 
-/* Frees the slot of a retired upload once no job of it runs. */
-static void an_upload_release_idle(an_upload_t *u) {
-  if (u->retired && !u->running && !u->syncing)
-    an_upload_release(u);
+static an_put_job_t *an_job_pop(an_job_list_t *list) {
+  an_put_job_t *j = list->head;
+  if (j && !(list->head = j->next))
+    list->tail = NULL;
+  if (j)
+    j->next = NULL;
+  return j;
 }
 
-/* The upload ends (complete, or no longer trusted): chunks queued behind
- * are answered, and the slot goes once nothing of it runs. */
-static void an_upload_retire(an_upload_t *u, int complete) {
+/* Frees the slot of a retired upload once no job of it runs. A broken
+ * one's file is cut back to what was durable first, so that its next
+ * begin() re-reads only bytes a sync vouched for. */
+static void an_upload_release_idle(an_blobstore_t *b, an_upload_t *u) {
+  if (!u->retired || u->hashing || u->writing || u->syncing || u->sealing)
+    return;
+  if (u->broken && ftruncate(u->fd, (off_t)u->synced_end) == 0 && u->written_end > u->synced_end)
+    b->bytes -= u->written_end - u->synced_end;
+  an_upload_release(u);
+}
+
+/* The upload ends, complete or not: every chunk not reported yet is
+ * answered (those still to be hashed or written: complete, or "begin
+ * again"), and the slot goes once nothing of it runs. */
+static void an_upload_retire(an_blobstore_t *b, an_upload_t *u, int complete, int rc,
+                             const char *why_not) {
   char why[512];
   an_set_err(why, sizeof why, "blob %s is %s", u->digest,
              complete ? "complete" : "no longer being uploaded; begin it again");
+  if (complete) {
+    an_put_report_all(&u->unsynced, 0, 0, 0, NULL); /* a sync covered them */
+    u->complete = 1;
+  } else {
+    an_put_report_all(&u->unsynced, rc, u->synced_end, 0, why_not ? why_not : why);
+    u->broken = 1;
+  }
+  an_put_report_all(&u->to_write, complete ? 0 : AN_ENOTFOUND, complete ? u->size : 0, complete,
+                    why);
   an_put_report_all(&u->queue, complete ? 0 : AN_ENOTFOUND, complete ? u->size : 0, complete,
                     why);
   u->queued_end = u->end;
   u->retired = 1;
+  an_upload_release_idle(b, u);
 }
 
 static void an_sync_start(an_blobstore_t *b, an_upload_t *u);
+
+/* The seal, on a thread: the whole blob is written, verified and durable
+ * (a successful sync covered all of it, and none failed, or the upload
+ * would have ended): only the rename into place is left. */
+static void an_seal_on_work(uv_work_t *w) {
+  an_upload_t *u = w->data;
+  u->seal_rc = an_upload_place(u->b, u, u->seal_err, sizeof u->seal_err);
+}
+
+/* After the seal: the last chunk is answered "complete" (and anything
+ * still waiting behind it), or, if the rename failed, the upload ends and
+ * its next begin() finds the file whole and tries again. */
+static void an_seal_on_done(uv_work_t *w, int status) {
+  an_upload_t *u = w->data;
+  an_blobstore_t *b = u->b;
+  (void)status; /* never cancelled */
+  u->sealing = 0;
+  if (u->seal_rc != 0) {
+    an_upload_retire(b, u, 0, u->seal_rc, u->seal_err);
+    return;
+  }
+  if (u->unsynced.tail)
+    u->unsynced.tail->result.complete = u->unsynced.tail->result.completed_here = 1;
+  an_upload_retire(b, u, 1, 0, NULL);
+}
+
+static void an_seal_start(an_blobstore_t *b, an_upload_t *u) {
+  u->sealing = 1;
+  u->b = b;
+  u->seal_work.data = u;
+  if (b->loop && uv_queue_work(b->loop, &u->seal_work, an_seal_on_work, an_seal_on_done) == 0)
+    return;
+  an_seal_on_work(&u->seal_work);
+  an_seal_on_done(&u->seal_work, 0);
+}
 
 static void an_sync_on_work(uv_work_t *w) {
   an_upload_t *u = w->data;
   u->sync_rc = fdatasync(u->fd) == 0 ? 0 : -errno;
 }
 
-/* The loop's part after an fdatasync: the chunks it covered are reported
- * kept; if it failed, none of the unsynced ones is, and the upload is
- * forgotten: its next begin() re-reads the file, and a file that lost
- * bytes in a crash fails its whole digest at the end, never passes. */
+/* After an fdatasync: the chunks it covered are reported kept. If it
+ * failed, none of the unsynced ones is and the upload ends: its next
+ * begin() re-reads the file as far as it was durable. */
 static void an_sync_done(an_blobstore_t *b, an_upload_t *u) {
   u->syncing = 0;
-  if (u->sync_rc == 0) {
-    u->synced_end = u->sync_target;
-    while (u->unsynced.head &&
-           u->unsynced.head->offset + u->unsynced.head->len <= u->synced_end) {
-      an_put_job_t *j = u->unsynced.head;
-      u->unsynced.head = j->next;
-      if (!u->unsynced.head)
-        u->unsynced.tail = NULL;
-      an_put_report(j);
-    }
-  } else if (!u->retired) {
+  if (u->retired) {
+    an_upload_release_idle(b, u);
+    return;
+  }
+  if (u->sync_rc != 0) {
     char why[512];
     an_set_err(why, sizeof why, "cannot sync blob %s: %s; begin it again", u->digest,
                uv_strerror(u->sync_rc));
-    an_put_report_all(&u->unsynced, UV_EIO, u->synced_end, 0, why);
-    an_upload_retire(u, 0);
+    an_upload_retire(b, u, 0, UV_EIO, why);
+    return;
   }
-  if (u->retired)
-    an_upload_release_idle(u);
+  u->synced_end = u->sync_target;
+  /* Covered chunks are kept; the last one waits for the seal. */
+  while (u->unsynced.head && u->unsynced.head->offset + u->unsynced.head->len <= u->synced_end &&
+         u->unsynced.head->offset + u->unsynced.head->len < u->size)
+    an_put_report(an_job_pop(&u->unsynced));
+  if (u->synced_end == u->size)
+    an_seal_start(b, u);
   else if (u->sync_again || u->unsynced.head)
     an_sync_start(b, u);
 }
@@ -808,10 +915,10 @@ static void an_sync_start(an_blobstore_t *b, an_upload_t *u) {
     return;
   }
   u->sync_again = 0;
-  if (u->end == u->synced_end && !u->unsynced.head)
+  if (u->written_end == u->synced_end)
     return;
   u->syncing = 1;
-  u->sync_target = u->end;
+  u->sync_target = u->written_end;
   u->b = b;
   u->sync_work.data = u;
   if (b->loop && uv_queue_work(b->loop, &u->sync_work, an_sync_on_work, an_sync_on_done) == 0)
@@ -820,103 +927,126 @@ static void an_sync_start(an_blobstore_t *b, an_upload_t *u) {
   an_sync_done(b, u);
 }
 
-/* The loop's part after a chunk ran: the upload moves on (or ends), and
- * the chunk waits for the fdatasync that covers it, or is answered now if
- * it failed or sealed the blob (the seal synced everything). */
-static void an_put_apply(an_put_job_t *j) {
+/* The answer for a chunk of an upload that ended while the chunk ran. */
+static void an_put_retired_result(const an_upload_t *u, an_blob_put_result_t *r) {
+  r->complete = u->complete;
+  r->rc = u->complete ? 0 : AN_ENOTFOUND;
+  r->next = u->complete ? u->size : 0;
+  an_set_err(r->err, sizeof r->err, "blob %s is %s", u->digest,
+             u->complete ? "complete" : "no longer being uploaded; begin it again");
+}
+
+/* After hashing: a kept chunk moves the verified end and goes on to be
+ * written; a refused one is answered now, with the chunks queued behind
+ * it (they assumed it would be kept). */
+static void an_put_hashed(an_put_job_t *j) {
   an_blobstore_t *b = j->b;
   an_upload_t *u = j->u;
-  an_blob_put_result_t *r = &j->result;
-
-  u->running = NULL;
-  if (u->retired && !j->sealed) {
-    /* A sync failed while this chunk ran: the upload is over. */
-    if (r->rc == 0) {
-      r->rc = UV_EIO;
-      r->next = u->synced_end;
-      an_set_err(r->err, sizeof r->err, "blob %s could not be made durable; begin it again",
-                 u->digest);
-    }
+  u->hashing = NULL;
+  if (u->retired) { /* the upload ended meanwhile */
+    an_put_retired_result(u, &j->result);
     an_put_report(j);
-    an_upload_release_idle(u);
+    an_upload_release_idle(b, u);
     return;
   }
-  if (r->rc == 0) {
+  if (j->result.rc == 0) {
     EVP_MD_CTX_free(u->sha);
     u->sha = j->ahead;
     j->ahead = NULL;
     u->end += j->len;
-    b->bytes += j->len;
-  } else if (!j->sealed) {
-    /* The chunks queued behind this one assumed it would be kept. */
+    an_job_append(&u->to_write, j);
+  } else {
     char why[512];
     u->queued_end = u->end;
     an_set_err(why, sizeof why, "an earlier chunk of blob %s was refused; continue at %llu",
                u->digest, (unsigned long long)u->end);
     an_put_report_all(&u->queue, AN_ESTATE, u->end, 0, why);
+    an_put_report(j);
   }
-  if (j->sealed) {
-    u->synced_end = u->end;
-    an_put_report_all(&u->unsynced, 0, 0, 0, NULL);
-    an_upload_retire(u, 1);
+  an_put_pump(b, u);
+}
+
+/* After writing: the chunk waits for the sync that covers it, or ends the
+ * upload (sealed, dropped, or a write that failed). */
+static void an_put_written(an_put_job_t *j) {
+  an_blobstore_t *b = j->b;
+  an_upload_t *u = j->u;
+  an_blob_put_result_t *r = &j->result;
+  u->writing = NULL;
+  if (u->retired) { /* the upload ended meanwhile */
+    an_put_retired_result(u, r);
     an_put_report(j);
-  } else if (j->dropped || j->broken) {
-    char why[512];
-    if (j->dropped)
-      b->bytes -= u->end;
-    an_set_err(why, sizeof why, "blob %s could not be kept: %s; begin it again", u->digest,
-               r->err);
-    /* Dropped: the file is gone. Broken: what the file holds is unknown. */
-    an_put_report_all(&u->unsynced, j->dropped ? 0 : UV_EIO, u->synced_end, 0,
-                      j->dropped ? NULL : why);
-    an_upload_retire(u, 0);
-    an_put_report(j);
-  } else if (r->rc == 0) {
+    an_upload_release_idle(b, u);
+    return;
+  }
+  if (r->rc == 0) {
+    u->written_end = j->offset + j->len;
+    b->bytes += j->len;
+    if (j->direct)
+      b->direct_bytes += j->len;
+  }
+  if (j->mismatch || r->rc != 0) {
+    /* Dropped (the whole digest failed), or a write failed and the file
+     * may now end anywhere past the verified bytes: the upload ends, and
+     * nothing behind or unsynced before this chunk can be kept. */
+    char why[sizeof r->err];
+    if (j->dropped) {
+      b->bytes -= u->written_end;
+      u->written_end = u->synced_end = 0; /* the file is gone: nothing to cut back to */
+    }
+    snprintf(why, sizeof why, "%s", r->err);
+    an_upload_retire(b, u, 0, j->mismatch ? AN_EFORMAT : UV_EIO, why);
+    an_put_report(j); /* after: retiring may free the slot, never the job */
+  } else {
     an_job_append(&u->unsynced, j);
     an_sync_start(b, u);
-  } else {
-    an_put_report(j); /* nothing of it was kept; earlier ones await their sync */
+    an_put_pump(b, u);
   }
-  if (u->retired)
-    an_upload_release_idle(u);
-  else
-    an_put_start(b, u);
 }
 
-static void an_put_on_work(uv_work_t *w) { an_put_work(w->data); }
-
-static void an_put_on_done(uv_work_t *w, int status) {
+static void an_put_on_hash(uv_work_t *w) { an_put_hash(w->data); }
+static void an_put_on_hashed(uv_work_t *w, int status) {
   (void)status; /* never cancelled */
-  an_put_apply(w->data);
+  an_put_hashed(w->data);
+}
+static void an_put_on_write(uv_work_t *w) { an_put_write(w->data); }
+static void an_put_on_written(uv_work_t *w, int status) {
+  (void)status;
+  an_put_written(w->data);
 }
 
-/* Runs the upload's next queued job, unless one is running. Probes at the
- * head are answered on the way: everything ahead of them is in. */
-static void an_put_start(an_blobstore_t *b, an_upload_t *u) {
+/* Starts what can start: the next chunk's hashing and the next hashed
+ * chunk's writing, each if none of its kind runs. Probes at the head of
+ * the queue are answered on the way (every chunk ahead of them is
+ * hashed), except once the whole blob is: they learn at its end whether
+ * it is complete. */
+static void an_put_pump(an_blobstore_t *b, an_upload_t *u) {
   an_put_job_t *j;
-  while (!u->running && (j = u->queue.head) != NULL && j->probe) {
-    u->queue.head = j->next;
-    if (!u->queue.head)
-      u->queue.tail = NULL;
+  while (!u->hashing && u->queue.head && u->queue.head->probe && u->end < u->size) {
+    j = an_job_pop(&u->queue);
     j->result.rc = AN_ESTATE;
     j->result.next = u->end;
     an_set_err(j->result.err, sizeof j->result.err, "blob %s continues at %llu", u->digest,
                (unsigned long long)u->end);
     an_put_report(j);
   }
-  j = u->queue.head;
-  if (u->running || !j)
-    return;
-  u->queue.head = j->next;
-  if (!u->queue.head)
-    u->queue.tail = NULL;
-  j->next = NULL;
-  u->running = j;
-  j->work.data = j;
-  if (b->loop && uv_queue_work(b->loop, &j->work, an_put_on_work, an_put_on_done) == 0)
-    return;
-  an_put_work(j); /* no loop (or no thread to be had): here and now */
-  an_put_apply(j);
+  if (!u->writing && u->to_write.head) {
+    j = u->writing = an_job_pop(&u->to_write);
+    j->work.data = j;
+    if (!b->loop || uv_queue_work(b->loop, &j->work, an_put_on_write, an_put_on_written) != 0) {
+      an_put_write(j); /* no loop (or no thread to be had): here and now */
+      an_put_written(j);
+      return; /* that pumped again, or ended the upload */
+    }
+  }
+  if (!u->hashing && u->queue.head && !u->queue.head->probe && !u->retired) {
+    j = u->hashing = an_job_pop(&u->queue);
+    j->work.data = j;
+    if (!b->loop || uv_queue_work(b->loop, &j->work, an_put_on_hash, an_put_on_hashed) != 0) {
+      an_put_hash(j);
+      an_put_hashed(j);
+    }
+  }
 }
 
 int an_blobstore_put_async(an_blobstore_t *b, const char *digest, uint64_t offset,
@@ -939,10 +1069,12 @@ int an_blobstore_put_async(an_blobstore_t *b, const char *digest, uint64_t offse
   }
   if (probe) {
     j->probe = 1;
+    j->b = b;
+    j->u = u;
     j->cb = cb;
     j->arg = arg;
     an_job_append(&u->queue, j);
-    an_put_start(b, u);
+    an_put_pump(b, u);
     return 1;
   }
   j->b = b;
@@ -958,7 +1090,7 @@ int an_blobstore_put_async(an_blobstore_t *b, const char *digest, uint64_t offse
   j->arg = arg;
   u->queued_end += len;
   an_job_append(&u->queue, j);
-  an_put_start(b, u);
+  an_put_pump(b, u);
   return 1;
 }
 
@@ -1004,6 +1136,8 @@ int an_blobstore_path(an_blobstore_t *b, const char *digest, char *buf, size_t l
   n = snprintf(buf, len, "%s/%s", b->dir, digest);
   return n < 0 || (size_t)n >= len ? AN_ETOOBIG : 0;
 }
+
+uint64_t an_blobstore_direct_bytes(an_blobstore_t *b) { return b->direct_bytes; }
 
 uint64_t an_blobstore_bytes(an_blobstore_t *b) {
   return b->bytes;

@@ -9,9 +9,10 @@
  * kept, so the offset a client is told to resume from is always verified,
  * durable data, across disconnects and broker restarts. With a loop
  * (an_blobstore_use_loop) the hashing, writing and syncing of chunks run
- * on its thread pool, one chunk of an upload at a time and in order, while
- * the loop's thread decrypts the next ones and serves everyone else; chunks
- * that queue up behind one another share one fdatasync. The last chunk completes the
+ * on its thread pool, in order per upload, hashing one chunk while the
+ * previous one is written and an fdatasync covers those before it, while
+ * the loop's thread decrypts the next ones and serves everyone else; the
+ * chunks written while one sync runs share the next. The last chunk completes the
  * blob: the whole file's SHA-256 must equal its name, then it is renamed
  * into place (and the directory fsynced). Quotas: a maximum blob size and a
  * free-disk floor under which new bytes are refused.
@@ -48,7 +49,9 @@ void an_blobstore_close(an_blobstore_t *b);
  * digest with another size exists). The hash state of up to 256 uploads is
  * kept in memory; past that the least recently used is evicted, and, as
  * after a restart, its next begin re-reads its partial file (the declared
- * size is then the one this begin gives). */
+ * size is then the one this begin gives); UV_EBUSY when every slot has
+ * chunks in flight, or this blob's upload is ending after a failure: try
+ * again shortly. */
 int an_blobstore_begin(an_blobstore_t *b, const char *digest, uint64_t size, uint64_t *offset,
                        char *err, size_t errlen);
 
@@ -77,10 +80,11 @@ void an_blobstore_use_loop(an_blobstore_t *b, uv_loop_t *loop);
 
 /* What became of one chunk. */
 typedef struct an_blob_put_result {
-  int rc;        /* 0, or an error as for an_blobstore_put */
-  uint64_t next; /* where the upload continues */
-  int complete;  /* the blob is whole, verified and in place */
-  char err[320]; /* what went wrong, when rc != 0 */
+  int rc;             /* 0, or an error as for an_blobstore_put */
+  uint64_t next;      /* where the upload continues */
+  int complete;       /* the blob is whole, verified and in place */
+  int completed_here; /* ... and this chunk completed it (count it once) */
+  char err[320];      /* what went wrong, when rc != 0 */
 } an_blob_put_result_t;
 
 /* Called on the loop's thread once the chunk's bytes are durable (or it
@@ -106,6 +110,9 @@ int an_blobstore_has(an_blobstore_t *b, const char *digest, uint64_t *size);
 
 /* Path of a complete blob (into buf). Returns 0 or AN_ENOTFOUND. */
 int an_blobstore_path(an_blobstore_t *b, const char *digest, char *buf, size_t len);
+
+/* Bytes of chunks written around the page cache (O_DIRECT) since open. */
+uint64_t an_blobstore_direct_bytes(an_blobstore_t *b);
 
 /* Bytes stored (complete and partial), for metrics. */
 uint64_t an_blobstore_bytes(an_blobstore_t *b);

@@ -89,6 +89,7 @@ static Archnet__Error__Code an_error_code(int rc) {
   case AN_ETOOBIG: return ARCHNET__ERROR__CODE__TOO_BIG;
   case AN_EFORMAT: return ARCHNET__ERROR__CODE__BAD_DIGEST;
   case UV_EINVAL: return ARCHNET__ERROR__CODE__BAD_REQUEST;
+  case UV_EBUSY: return ARCHNET__ERROR__CODE__UNAVAILABLE;
   default: return ARCHNET__ERROR__CODE__INTERNAL;
   }
 }
@@ -594,15 +595,15 @@ static int an_on_begin_blob(an_service_t *svc, an_session_t *s, const Archnet__E
  * task whose last blob this completed is queued. */
 static int an_put_chunk_answer(an_service_t *svc, an_session_t *s, uint64_t request_id,
                                const char *digest, uint64_t task, int rc, uint64_t next,
-                               int complete, const char *err) {
+                               int complete, int completed_here, const char *err) {
+  if (completed_here)
+    AN_STAT(svc, uploads_completed, 1);
   if (rc == AN_ESTATE) /* out of order: tell where to resume */
     return an_send_offset(s, request_id, next, 0);
   if (rc)
     return an_session_error(s, request_id, an_error_code(rc), "%s", err);
-  if (complete) {
-    AN_STAT(svc, uploads_completed, 1);
+  if (complete)
     an_session_upload_done(s, digest);
-  }
   if (complete && an_session_role(s) == AN_ROLE_PUBLISHER)
     an_maybe_ready(svc, (int64_t)task);
   return an_send_offset(s, request_id, next, complete);
@@ -621,11 +622,16 @@ typedef struct an_put_chunk_job {
 static void an_put_chunk_done(const an_blob_put_result_t *r, void *arg) {
   an_put_chunk_job_t *job = arg;
   /* A closed session sends nothing; a completed blob still readies its task. */
-  if (!an_session_is_closed(job->s))
+  if (!an_session_is_closed(job->s)) {
     an_put_chunk_answer(job->svc, job->s, job->request_id, job->digest, job->task, r->rc, r->next,
-                        r->complete, r->err);
-  else if (r->rc == 0 && r->complete && an_session_role(job->s) == AN_ROLE_PUBLISHER)
-    an_maybe_ready(job->svc, (int64_t)job->task);
+                        r->complete, r->completed_here, r->err);
+  } else if (r->rc == 0 && r->complete) {
+    struct an_service *svc = job->svc;
+    if (r->completed_here)
+      AN_STAT(svc, uploads_completed, 1);
+    if (an_session_role(job->s) == AN_ROLE_PUBLISHER)
+      an_maybe_ready(svc, (int64_t)job->task);
+  }
   an_session_return_arena(job->s, &job->arena);
   an_session_end_deferred(job->s);
   free(job);
@@ -672,7 +678,7 @@ static int an_on_put_chunk(an_service_t *svc, an_session_t *s, const Archnet__En
                               an_put_chunk_done, job, &next, &complete, err, sizeof err);
   if (rc == 1) /* queued: an_put_chunk_done answers (or has answered) */
     return 0;
-  rc = an_put_chunk_answer(svc, s, req->request_id, job->digest, task, rc, next, complete, err);
+  rc = an_put_chunk_answer(svc, s, req->request_id, job->digest, task, rc, next, complete, 0, err);
   an_session_return_arena(s, &job->arena);
   free(job);
   an_session_end_deferred(s); /* s is still open: its frame is being handled */

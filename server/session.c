@@ -33,7 +33,8 @@ struct an_session {
   size_t arena_cap; /* its byte cap, for a fresh one (an_session_take_arena) */
   /* Arenas back from deferred requests, reset, each with the big block its
    * chunk needed kept as a spare: the next chunks unpack into memory that
-   * is already mapped instead of fresh pages. Emptied when an upload ends. */
+   * is already mapped instead of fresh pages. Emptied whenever nothing is
+   * in flight. */
   an_arena_t pool[AN_SESSION_MAX_DEFERRED];
   int n_pool;
   int deferred;     /* requests answered later, in flight */
@@ -118,7 +119,6 @@ int an_session_allow_upload(an_session_t *s, const char *digest, uint64_t task_i
 }
 
 void an_session_upload_done(an_session_t *s, const char *digest) {
-  an_session_drain_pool(s); /* the chunks' memory is not needed now */
   /* Kept, marked: pipelined chunks of it may still be on their way, and
    * must be answered "complete", not "not allowed". */
   for (int i = 0; i < s->n_uploads; i++)
@@ -153,7 +153,10 @@ void an_session_begin_deferred(an_session_t *s) {
 }
 
 void an_session_end_deferred(an_session_t *s) {
-  s->deferred--;
+  /* Nothing in flight: the pooled arenas (a chunk's worth of memory each)
+   * are not kept for an idle session. */
+  if (--s->deferred == 0)
+    an_session_drain_pool(s);
   if (!s->closed && s->deferred < AN_SESSION_MAX_DEFERRED)
     an_conn_throttle(s->conn, 0);
   if (--s->refs == 0 && s->closed)

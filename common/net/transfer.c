@@ -138,6 +138,10 @@ static int an_call(an_client_t *c, Archnet__Envelope *req, an_arena_t *arena,
  * reading the one after. */
 #define AN_TRANSFER_WINDOW 8
 
+/* BeginBlob answered UNAVAILABLE: asked again this often, this far apart. */
+#define AN_TRANSFER_BUSY_RETRIES 20
+#define AN_TRANSFER_BUSY_WAIT_MS 250
+
 typedef struct an_flight {
   uint64_t id;  /* the PutBlobChunk's request id */
   uint64_t end; /* the verified end the broker should answer */
@@ -169,8 +173,17 @@ int an_transfer_upload(an_client_t *c, uint64_t task_id, const char *path,
   bb.blob = &ref;
   req.body_case = ARCHNET__ENVELOPE__BODY_BEGIN_BLOB;
   req.begin_blob = &bb;
-  if ((rc = an_call(c, &req, &arena, ARCHNET__ENVELOPE__BODY_BLOB_OFFSET, &reply, err,
-                    errlen)) != 0)
+  /* UNAVAILABLE is the broker's "in a moment" (every upload slot busy, or
+   * this blob's last upload still ending): asked again for a few seconds. */
+  for (int attempt = 0;; attempt++) {
+    an_arena_reset(&arena);
+    rc = an_call(c, &req, &arena, ARCHNET__ENVELOPE__BODY_BLOB_OFFSET, &reply, err, errlen);
+    if (!(rc == AN_EREMOTE && reply && reply->error->code == ARCHNET__ERROR__CODE__UNAVAILABLE &&
+          attempt < AN_TRANSFER_BUSY_RETRIES))
+      break;
+    uv_sleep(AN_TRANSFER_BUSY_WAIT_MS);
+  }
+  if (rc != 0)
     goto done;
   acked = sent = reply->blob_offset->offset;
   if (reply->blob_offset->complete) {

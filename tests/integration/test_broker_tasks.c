@@ -506,13 +506,10 @@ START_TEST(test_kill9_mid_upload) {
 }
 END_TEST
 
-/* Two publishers submit the same (large) dataset at the same moment: both
- * uploads share the one blob being written, the one behind is moved along
- * to the broker's verified end or told the blob is complete, and both
- * tasks end up queued, each paid for by its own publisher. */
 /* An encoded dataset in b->dir/enc (train_x of `rows` rows), hashed for
- * uploads in 4 KiB chunks into d[4] and paths[4]. */
-static void hashed_dataset(broker_t *b, int rows, char paths[4][800], an_blob_digests_t d[4]) {
+ * uploads in chunks of `chunk` bytes into d[4] and paths[4]. */
+static void hashed_dataset(broker_t *b, int rows, uint32_t chunk, char paths[4][800],
+                           an_blob_digests_t d[4]) {
   static const char *names[4] = {"train_x", "train_y", "val_x", "val_y"};
   char data[700], model[800], err[512];
   snprintf(data, sizeof data, "%s/enc", b->dir);
@@ -520,7 +517,7 @@ static void hashed_dataset(broker_t *b, int rows, char paths[4][800], an_blob_di
   an_test_encoded_dataset(data, model, rows);
   for (int i = 0; i < 4; i++) {
     snprintf(paths[i], 800, "%s/%s.npy", data, names[i]);
-    ck_assert_msg(an_blob_digests_of(paths[i], 4096, &d[i], err, sizeof err) == 0, "%s", err);
+    ck_assert_msg(an_blob_digests_of(paths[i], chunk, &d[i], err, sizeof err) == 0, "%s", err);
   }
 }
 
@@ -613,7 +610,7 @@ START_TEST(test_upload_resumes_off_grid_and_refuses_changed_file) {
   broker_start(&b);
   enroll(&b, "publisher", "alice", pub, sizeof pub);
   free(admin(&b, "topup", "1", "1000"));
-  hashed_dataset(&b, 2000, paths, d); /* train_x: 1.5 MB, 375 chunks of 4 KiB */
+  hashed_dataset(&b, 2000, 4096, paths, d); /* train_x: 1.5 MB, 375 chunks of 4 KiB */
   an_client_t *c = connect_node(pub);
   uint64_t task = submit_by_hand(c, d, &a);
 
@@ -650,7 +647,8 @@ END_TEST
 /* A publisher that hangs up with many chunks in flight (being hashed and
  * written on the broker's threads when its session goes): the broker
  * stays up, keeps what it verified, and the next connection finishes the
- * upload from there. */
+ * upload from there. The chunks are 64 KiB, so the broker writes them with
+ * O_DIRECT, as it does real uploads. */
 START_TEST(test_hang_up_with_chunks_in_flight) {
   broker_t b;
   char pub[700], err[1024], paths[4][800];
@@ -661,24 +659,24 @@ START_TEST(test_hang_up_with_chunks_in_flight) {
   broker_start(&b);
   enroll(&b, "publisher", "alice", pub, sizeof pub);
   free(admin(&b, "topup", "1", "1000"));
-  hashed_dataset(&b, 8000, paths, d); /* train_x: 6 MB, 1,500 chunks of 4 KiB */
+  hashed_dataset(&b, 20000, 65536, paths, d); /* train_x: 15 MB, 235 chunks of 64 KiB */
   an_client_t *c = connect_node(pub);
   uint64_t task = submit_by_hand(c, d, &a);
-  put_first_bytes(c, task, paths[0], &d[0], 4096, &a);
-  /* 64 more chunks sent at once, none waited for. */
+  put_first_bytes(c, task, paths[0], &d[0], 65536, &a);
+  /* 128 more chunks sent at once, none waited for. */
   FILE *f = fopen(paths[0], "rb");
-  uint8_t buf[4096];
-  ck_assert_ptr_nonnull(f);
-  ck_assert_int_eq(fseek(f, 4096, SEEK_SET), 0);
-  for (uint64_t k = 1; k <= 64; k++) {
+  uint8_t *buf = malloc(65536);
+  ck_assert(f && buf);
+  ck_assert_int_eq(fseek(f, 65536, SEEK_SET), 0);
+  for (uint64_t k = 1; k <= 128; k++) {
     Archnet__Envelope req = ARCHNET__ENVELOPE__INIT;
     Archnet__PutBlobChunk pc = ARCHNET__PUT_BLOB_CHUNK__INIT;
     uint64_t id = 0;
-    ck_assert_uint_eq(fread(buf, 1, sizeof buf, f), sizeof buf);
+    ck_assert_uint_eq(fread(buf, 1, 65536, f), 65536);
     pc.sha256 = d[0].sha256;
-    pc.offset = k * 4096;
+    pc.offset = k * 65536;
     pc.data.data = buf;
-    pc.data.len = sizeof buf;
+    pc.data.len = 65536;
     pc.prefix_sha256.data = d[0].prefix[k];
     pc.prefix_sha256.len = 32;
     req.body_case = ARCHNET__ENVELOPE__BODY_PUT_BLOB_CHUNK;
@@ -686,6 +684,7 @@ START_TEST(test_hang_up_with_chunks_in_flight) {
     ck_assert_msg(an_client_send(c, &req, &id, err, sizeof err) == 0, "%s", err);
   }
   fclose(f);
+  free(buf);
   an_client_close(c);
   /* Again, as a rerun of submit would: the upload resumes where the broker's
    * durable end is and completes. */
@@ -707,6 +706,10 @@ START_TEST(test_hang_up_with_chunks_in_flight) {
 }
 END_TEST
 
+/* Two publishers submit the same (large) dataset at the same moment: both
+ * uploads share the one blob being written, the one behind is moved along
+ * to the broker's verified end or told the blob is complete, and both
+ * tasks end up queued, each paid for by its own publisher. */
 START_TEST(test_same_dataset_two_publishers_at_once) {
   broker_t b;
   char pub[700], pub2[700], data[700], data2[700], model[800], big[800], err[1024];

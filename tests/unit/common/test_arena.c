@@ -32,6 +32,14 @@ START_TEST(test_cap_enforced) {
   ck_assert_ptr_null(an_arena_alloc(&a, 2000)); /* 3008 + 2000 > 4096 */
   ck_assert_ptr_nonnull(an_arena_alloc(&a, 1000));
   ck_assert_ptr_null(an_arena_alloc(&a, SIZE_MAX)); /* no overflow in rounding */
+  /* ... nor in the page padding of big allocations, with a cap or without. */
+  for (size_t back = 4090; back <= 4120; back++)
+    ck_assert_ptr_null(an_arena_alloc(&a, SIZE_MAX - back));
+  an_arena_t open;
+  an_arena_init(&open, 0, 0);
+  for (size_t back = 4090; back <= 4120; back++)
+    ck_assert_ptr_null(an_arena_alloc(&open, SIZE_MAX - back));
+  an_arena_destroy(&open);
   an_arena_reset(&a);
   ck_assert_ptr_nonnull(an_arena_alloc(&a, 4000)); /* the cap counts since reset */
   an_arena_destroy(&a);

@@ -4,6 +4,9 @@
  * SHA-256 is checked against an independent implementation. */
 #include <check.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -765,6 +768,17 @@ static void queue_chunk(an_blobstore_t *b, const char *digest, const uint8_t *da
   ck_assert_msg(rc == 1, "chunk %d: %d %s", i, rc, err);
 }
 
+/* Whether the scratch directory's file system takes O_DIRECT opens. */
+static int direct_supported(const fixture_t *f) {
+  char path[600];
+  snprintf(path, sizeof path, "%s/direct-probe", f->dir);
+  int fd = open(path, O_WRONLY | O_CREAT | O_DIRECT, 0600);
+  if (fd >= 0)
+    close(fd);
+  unlink(path);
+  return fd >= 0;
+}
+
 static an_blobstore_t *open_piped(const fixture_t *f, uv_loop_t *loop) {
   an_blobstore_t *b = open_store(f, &(an_blobstore_limits_t){.min_free_bytes = 1});
   ck_assert_int_eq(uv_loop_init(loop), 0);
@@ -816,6 +830,13 @@ START_TEST(test_pipelined_chunks) {
     ck_assert_int_eq(seen.r[i].complete, i == n - 1);
   }
   expect_complete(&f, b, digest, data, len);
+  /* Whole pages from an aligned buffer went around the page cache (where
+   * the file system offers O_DIRECT at all); the rest did not. */
+  uint64_t direct = an_blobstore_direct_bytes(b);
+  if (_i == 0 || !direct_supported(&f))
+    ck_assert_uint_eq(direct, 0);
+  else
+    ck_assert_uint_eq(direct, (uint64_t)(n - 1) * chunk);
   close_piped(b, &loop);
   fixture_done(&f);
   free(data);
@@ -921,6 +942,98 @@ START_TEST(test_pipelined_second_uploader) {
 }
 END_TEST
 
+/* Chunks that each match their own digest, of a blob whose whole digest
+ * is not its name: the last one is refused, the partial file is dropped,
+ * no chunk is reported kept unless a sync covered it before, and the
+ * upload starts over from nothing. */
+START_TEST(test_pipelined_whole_mismatch) {
+  fixture_t f;
+  size_t len = 8 * 20000, chunk = 20000;
+  uint8_t *data = random_bytes(len, 24), *other = random_bytes(len, 25);
+  char digest[65], err[512], partial[600];
+  uint64_t offset = 1;
+  seen_t seen = {0};
+  put_arg_t args[PIPE_MAX];
+  uv_loop_t loop;
+  fixture_init(&f);
+  sha256sum_bytes(&f, other, len, digest); /* the name of other bytes */
+  an_blobstore_t *b = open_piped(&f, &loop);
+  ck_assert_int_eq(an_blobstore_begin(b, digest, len, &offset, err, sizeof err), 0);
+  for (int i = 0; i < 8; i++)
+    queue_chunk(b, digest, data, len, chunk, i, 0, args, &seen);
+  ck_assert_int_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
+  ck_assert_int_eq(seen.n, 8);
+  ck_assert_int_eq(seen.r[7].rc, AN_EFORMAT);
+  ck_assert_msg(strstr(seen.r[7].err, "upload dropped"), "%s", seen.r[7].err);
+  for (int i = 0; i < 8; i++)
+    ck_assert_int_eq(seen.r[i].complete, 0);
+  partial_path(&f, digest, partial, sizeof partial);
+  ck_assert_int_eq(file_size(partial), -1);
+  ck_assert_int_eq(an_blobstore_has(b, digest, NULL), 0);
+  ck_assert_int_eq(an_blobstore_begin(b, digest, len, &offset, err, sizeof err), 0);
+  ck_assert_uint_eq(offset, 0);
+  close_piped(b, &loop);
+  fixture_done(&f);
+  free(data);
+  free(other);
+}
+END_TEST
+
+/* A write that fails mid-queue (the file-size limit): that chunk and all
+ * behind it are refused, every chunk is reported once, the ones reported
+ * kept are exactly what the partial file holds (cut back to what a sync
+ * covered), and a new begin() resumes there and completes the blob. */
+START_TEST(test_pipelined_write_failure) {
+  fixture_t f;
+  size_t len = 6 * 20000, chunk = 20000;
+  uint8_t *data = random_bytes(len, 26);
+  char digest[65], err[512], partial[600];
+  uint64_t offset = 1;
+  seen_t seen = {0};
+  put_arg_t args[PIPE_MAX];
+  uv_loop_t loop;
+  struct rlimit lim = {.rlim_cur = 2 * 20000 + 5000, .rlim_max = RLIM_INFINITY};
+  fixture_init(&f);
+  sha256sum_bytes(&f, data, len, digest);
+  an_blobstore_t *b = open_piped(&f, &loop);
+  ck_assert_int_eq(an_blobstore_begin(b, digest, len, &offset, err, sizeof err), 0);
+  signal(SIGXFSZ, SIG_IGN); /* a write past the limit fails with EFBIG instead */
+  ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &lim), 0);
+  for (int i = 0; i < 6; i++)
+    queue_chunk(b, digest, data, len, chunk, i, 0, args, &seen);
+  ck_assert_int_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
+  lim.rlim_cur = RLIM_INFINITY;
+  ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &lim), 0);
+  ck_assert_int_eq(seen.n, 6);
+  uint64_t kept = 0;
+  int first_bad = -1;
+  for (int i = 0; i < 6; i++) {
+    if (seen.r[i].rc == 0) {
+      ck_assert_msg(first_bad < 0, "chunk %d kept after chunk %d failed", i, first_bad);
+      kept = seen.r[i].next;
+    } else if (first_bad < 0) {
+      first_bad = i;
+    }
+  }
+  ck_assert_int_ge(first_bad, 0);
+  ck_assert_int_le(first_bad, 2); /* the third chunk cannot fit */
+  partial_path(&f, digest, partial, sizeof partial);
+  ck_assert_int_eq(file_size(partial), (off_t)kept);
+  ck_assert_int_eq(an_blobstore_begin(b, digest, len, &offset, err, sizeof err), 0);
+  ck_assert_uint_eq(offset, kept);
+  memset(&seen, 0, sizeof seen);
+  for (int i = (int)(kept / chunk); i < 6; i++)
+    queue_chunk(b, digest, data, len, chunk, i, 0, args, &seen);
+  ck_assert_int_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
+  ck_assert_int_eq(seen.r[5].rc, 0);
+  ck_assert_int_eq(seen.r[5].complete, 1);
+  expect_complete(&f, b, digest, data, len);
+  close_piped(b, &loop);
+  fixture_done(&f);
+  free(data);
+}
+END_TEST
+
 /* With a loop, the blocking put is refused rather than mixed in. */
 START_TEST(test_blocking_put_needs_no_loop) {
   fixture_t f;
@@ -966,6 +1079,8 @@ static Suite *blobstore_suite(void) {
   tcase_add_loop_test(piped, test_pipelined_chunks, 0, 2);
   tcase_add_test(piped, test_pipelined_failure);
   tcase_add_test(piped, test_pipelined_second_uploader);
+  tcase_add_test(piped, test_pipelined_whole_mismatch);
+  tcase_add_test(piped, test_pipelined_write_failure);
   tcase_add_test(piped, test_blocking_put_needs_no_loop);
   suite_add_tcase(s, piped);
   return s;
