@@ -743,6 +743,17 @@ typedef struct put_arg {
   int index;
 } put_arg_t;
 
+/* A blob store with a loop, and one upload begun on it. */
+typedef struct piped {
+  fixture_t f;
+  uv_loop_t loop;
+  an_blobstore_t *b;
+  char digest[65]; /* the upload's name */
+  size_t len;      /* its size */
+  seen_t seen;     /* what was reported */
+  put_arg_t args[PIPE_MAX];
+} piped_t;
+
 static void on_put(const an_blob_put_result_t *r, void *arg) {
   put_arg_t *a = arg;
   ck_assert_int_lt(a->seen->n, PIPE_MAX);
@@ -750,11 +761,36 @@ static void on_put(const an_blob_put_result_t *r, void *arg) {
   a->seen->order[a->seen->n++] = a->index;
 }
 
+/* Opens the store with a loop and begins an upload of `len` bytes named
+ * after `named` (the bytes it should hold, or others to make it wrong). */
+static void piped_open(piped_t *p, const uint8_t *named, size_t len) {
+  char err[512];
+  uint64_t offset = 1;
+  memset(p, 0, sizeof *p);
+  fixture_init(&p->f);
+  sha256sum_bytes(&p->f, named, len, p->digest);
+  p->len = len;
+  p->b = open_store(&p->f, &(an_blobstore_limits_t){.min_free_bytes = 1});
+  ck_assert_int_eq(uv_loop_init(&p->loop), 0);
+  an_blobstore_use_loop(p->b, &p->loop);
+  ck_assert_int_eq(an_blobstore_begin(p->b, p->digest, len, &offset, err, sizeof err), 0);
+  ck_assert_uint_eq(offset, 0);
+}
+
+/* Runs the loop until every job has reported. */
+static void piped_run(piped_t *p) { ck_assert_int_eq(uv_run(&p->loop, UV_RUN_DEFAULT), 0); }
+
+static void piped_close(piped_t *p) {
+  piped_run(p);
+  ck_assert_int_eq(uv_loop_close(&p->loop), 0);
+  an_blobstore_close(p->b);
+  fixture_done(&p->f);
+}
+
 /* Queues chunk i ([i*chunk, ...) of data) and expects it queued (1);
  * `wrong` sends a digest of other bytes. */
-static void queue_chunk(an_blobstore_t *b, const char *digest, const uint8_t *data, size_t len,
-                        size_t chunk, int i, int wrong, put_arg_t *args, seen_t *seen) {
-  size_t at = (size_t)i * chunk, n = len - at < chunk ? len - at : chunk;
+static void queue_chunk(piped_t *p, const uint8_t *data, size_t chunk, int i, int wrong) {
+  size_t at = (size_t)i * chunk, n = p->len - at < chunk ? p->len - at : chunk;
   uint8_t sha[32];
   uint64_t next = 0;
   int complete = 0;
@@ -762,9 +798,9 @@ static void queue_chunk(an_blobstore_t *b, const char *digest, const uint8_t *da
   chunk_digest(data + at, n, sha);
   if (wrong)
     sha[0] ^= 1;
-  args[i] = (put_arg_t){seen, i};
-  int rc = an_blobstore_put_async(b, digest, at, data + at, n, sha, NULL, on_put, &args[i], &next,
-                                  &complete, err, sizeof err);
+  p->args[i] = (put_arg_t){&p->seen, i};
+  int rc = an_blobstore_put_async(p->b, p->digest, at, data + at, n, sha, NULL, on_put,
+                                  &p->args[i], &next, &complete, err, sizeof err);
   ck_assert_msg(rc == 1, "chunk %d: %d %s", i, rc, err);
 }
 
@@ -779,25 +815,12 @@ static int direct_supported(const fixture_t *f) {
   return fd >= 0;
 }
 
-static an_blobstore_t *open_piped(const fixture_t *f, uv_loop_t *loop) {
-  an_blobstore_t *b = open_store(f, &(an_blobstore_limits_t){.min_free_bytes = 1});
-  ck_assert_int_eq(uv_loop_init(loop), 0);
-  an_blobstore_use_loop(b, loop);
-  return b;
-}
-
-static void close_piped(an_blobstore_t *b, uv_loop_t *loop) {
-  ck_assert_int_eq(uv_run(loop, UV_RUN_DEFAULT), 0);
-  ck_assert_int_eq(uv_loop_close(loop), 0);
-  an_blobstore_close(b);
-}
-
 /* All chunks of a blob queued at once: each is reported, in order, as kept
  * at its end; the last one completes the blob, byte for byte. Twice: with
  * chunks the page cache takes, and with whole pages from a page-aligned
  * buffer, which the store writes with O_DIRECT (the last one excepted). */
 START_TEST(test_pipelined_chunks) {
-  fixture_t f;
+  piped_t p;
   size_t chunk = _i == 0 ? 10000 : 65536, len = 30 * chunk + 123;
   int n = (int)((len + chunk - 1) / chunk);
   uint8_t *data = NULL;
@@ -809,36 +832,27 @@ START_TEST(test_pipelined_chunks) {
     memcpy(data, random, len);
     free(random);
   }
-  char digest[65], err[512];
-  uint64_t offset = 1;
-  seen_t seen = {0};
-  put_arg_t args[PIPE_MAX];
-  uv_loop_t loop;
-  fixture_init(&f);
-  sha256sum_bytes(&f, data, len, digest);
-  an_blobstore_t *b = open_piped(&f, &loop);
-  ck_assert_int_eq(an_blobstore_begin(b, digest, len, &offset, err, sizeof err), 0);
+  piped_open(&p, data, len);
   for (int i = 0; i < n; i++)
-    queue_chunk(b, digest, data, len, chunk, i, 0, args, &seen);
-  ck_assert_int_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
-  ck_assert_int_eq(seen.n, n);
+    queue_chunk(&p, data, chunk, i, 0);
+  piped_run(&p);
+  ck_assert_int_eq(p.seen.n, n);
   for (int i = 0; i < n; i++) {
-    ck_assert_int_eq(seen.order[i], i);
-    ck_assert_msg(seen.r[i].rc == 0, "chunk %d: %s", i, seen.r[i].err);
+    ck_assert_int_eq(p.seen.order[i], i);
+    ck_assert_msg(p.seen.r[i].rc == 0, "chunk %d: %s", i, p.seen.r[i].err);
     uint64_t end = (uint64_t)(i + 1) * chunk < len ? (uint64_t)(i + 1) * chunk : len;
-    ck_assert_uint_eq(seen.r[i].next, end);
-    ck_assert_int_eq(seen.r[i].complete, i == n - 1);
+    ck_assert_uint_eq(p.seen.r[i].next, end);
+    ck_assert_int_eq(p.seen.r[i].complete, i == n - 1);
   }
-  expect_complete(&f, b, digest, data, len);
+  expect_complete(&p.f, p.b, p.digest, data, len);
   /* Whole pages from an aligned buffer went around the page cache (where
    * the file system offers O_DIRECT at all); the rest did not. */
-  uint64_t direct = an_blobstore_direct_bytes(b);
-  if (_i == 0 || !direct_supported(&f))
+  uint64_t direct = an_blobstore_direct_bytes(p.b);
+  if (_i == 0 || !direct_supported(&p.f))
     ck_assert_uint_eq(direct, 0);
   else
     ck_assert_uint_eq(direct, (uint64_t)(n - 1) * chunk);
-  close_piped(b, &loop);
-  fixture_done(&f);
+  piped_close(&p);
   free(data);
 }
 END_TEST
@@ -848,46 +862,39 @@ END_TEST
  * continue at its offset; sending them again from there completes the
  * blob. */
 START_TEST(test_pipelined_failure) {
-  fixture_t f;
+  piped_t p;
   size_t len = 10 * 20000, chunk = 20000;
   uint8_t *data = random_bytes(len, 22);
-  char digest[65], err[512], partial[600];
+  char err[512], partial[600];
   uint64_t offset = 1;
-  seen_t seen = {0};
-  put_arg_t args[PIPE_MAX];
-  uv_loop_t loop;
-  fixture_init(&f);
-  sha256sum_bytes(&f, data, len, digest);
-  an_blobstore_t *b = open_piped(&f, &loop);
-  ck_assert_int_eq(an_blobstore_begin(b, digest, len, &offset, err, sizeof err), 0);
+  piped_open(&p, data, len);
   for (int i = 0; i < 10; i++)
-    queue_chunk(b, digest, data, len, chunk, i, i == 4, args, &seen);
-  ck_assert_int_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
-  ck_assert_int_eq(seen.n, 10);
+    queue_chunk(&p, data, chunk, i, i == 4);
+  piped_run(&p);
+  ck_assert_int_eq(p.seen.n, 10);
   for (int i = 0; i < 4; i++) {
-    ck_assert_int_eq(seen.r[i].rc, 0);
-    ck_assert_uint_eq(seen.r[i].next, (uint64_t)(i + 1) * chunk);
+    ck_assert_int_eq(p.seen.r[i].rc, 0);
+    ck_assert_uint_eq(p.seen.r[i].next, (uint64_t)(i + 1) * chunk);
   }
-  ck_assert_int_eq(seen.r[4].rc, AN_EFORMAT);
-  ck_assert_msg(strstr(seen.r[4].err, "does not match its digest"), "%s", seen.r[4].err);
+  ck_assert_int_eq(p.seen.r[4].rc, AN_EFORMAT);
+  ck_assert_msg(strstr(p.seen.r[4].err, "does not match its digest"), "%s", p.seen.r[4].err);
   for (int i = 5; i < 10; i++) {
-    ck_assert_int_eq(seen.r[i].rc, AN_ESTATE);
-    ck_assert_uint_eq(seen.r[i].next, 4 * chunk);
+    ck_assert_int_eq(p.seen.r[i].rc, AN_ESTATE);
+    ck_assert_uint_eq(p.seen.r[i].next, 4 * chunk);
   }
-  partial_path(&f, digest, partial, sizeof partial);
+  partial_path(&p.f, p.digest, partial, sizeof partial);
   ck_assert_int_eq(file_size(partial), (off_t)(4 * chunk));
-  ck_assert_int_eq(an_blobstore_begin(b, digest, len, &offset, err, sizeof err), 0);
+  ck_assert_int_eq(an_blobstore_begin(p.b, p.digest, len, &offset, err, sizeof err), 0);
   ck_assert_uint_eq(offset, 4 * chunk);
-  memset(&seen, 0, sizeof seen);
+  memset(&p.seen, 0, sizeof p.seen);
   for (int i = 4; i < 10; i++)
-    queue_chunk(b, digest, data, len, chunk, i, 0, args, &seen);
-  ck_assert_int_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
-  ck_assert_int_eq(seen.n, 6);
-  ck_assert_int_eq(seen.r[9].rc, 0);
-  ck_assert_int_eq(seen.r[9].complete, 1);
-  expect_complete(&f, b, digest, data, len);
-  close_piped(b, &loop);
-  fixture_done(&f);
+    queue_chunk(&p, data, chunk, i, 0);
+  piped_run(&p);
+  ck_assert_int_eq(p.seen.n, 6);
+  ck_assert_int_eq(p.seen.r[9].rc, 0);
+  ck_assert_int_eq(p.seen.r[9].complete, 1);
+  expect_complete(&p.f, p.b, p.digest, data, len);
+  piped_close(&p);
   free(data);
 }
 END_TEST
@@ -896,84 +903,70 @@ END_TEST
  * flight waits for them: it is told the verified end they reach, or, if
  * they complete the blob, that it is complete. */
 START_TEST(test_pipelined_second_uploader) {
-  fixture_t f;
+  piped_t p;
   size_t len = 5 * 30000, chunk = 30000;
   uint8_t *data = random_bytes(len, 23);
-  char digest[65], err[512];
-  uint64_t offset = 1, next = 0;
+  char err[512];
+  uint64_t next = 0;
   int complete = 0;
-  seen_t seen = {0};
-  put_arg_t args[PIPE_MAX];
-  uint8_t sha0[32];
-  uv_loop_t loop;
-  fixture_init(&f);
-  sha256sum_bytes(&f, data, len, digest);
+  uint8_t sha0[32], sha1[32];
   chunk_digest(data, chunk, sha0);
-  an_blobstore_t *b = open_piped(&f, &loop);
-  ck_assert_int_eq(an_blobstore_begin(b, digest, len, &offset, err, sizeof err), 0);
-  for (int i = 0; i < 3; i++) /* A: chunks 0..2 */
-    queue_chunk(b, digest, data, len, chunk, i, 0, args, &seen);
-  args[10] = (put_arg_t){&seen, 10}; /* B: chunk 0 again */
-  ck_assert_int_eq(an_blobstore_put_async(b, digest, 0, data, chunk, sha0, NULL, on_put, &args[10],
-                                          &next, &complete, err, sizeof err),
-                   1);
-  ck_assert_int_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
-  ck_assert_int_eq(seen.n, 4);
-  ck_assert_int_eq(seen.r[10].rc, AN_ESTATE);
-  ck_assert_uint_eq(seen.r[10].next, 3 * chunk);
-  for (int i = 3; i < 5; i++) /* A: the rest */
-    queue_chunk(b, digest, data, len, chunk, i, 0, args, &seen);
-  args[11] = (put_arg_t){&seen, 11}; /* B: its chunk 1, behind A's last */
-  uint8_t sha1[32];
   chunk_digest(data + chunk, chunk, sha1);
-  ck_assert_int_eq(an_blobstore_put_async(b, digest, chunk, data + chunk, chunk, sha1, NULL, on_put,
-                                          &args[11], &next, &complete, err, sizeof err),
+  piped_open(&p, data, len);
+  for (int i = 0; i < 3; i++) /* A: chunks 0..2 */
+    queue_chunk(&p, data, chunk, i, 0);
+  p.args[10] = (put_arg_t){&p.seen, 10}; /* B: chunk 0 again */
+  ck_assert_int_eq(an_blobstore_put_async(p.b, p.digest, 0, data, chunk, sha0, NULL, on_put,
+                                          &p.args[10], &next, &complete, err, sizeof err),
                    1);
-  ck_assert_int_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
-  ck_assert_int_eq(seen.n, 7);
-  ck_assert_int_eq(seen.r[4].complete, 1);
-  ck_assert_int_eq(seen.r[11].rc, 0);
-  ck_assert_int_eq(seen.r[11].complete, 1);
-  ck_assert_uint_eq(seen.r[11].next, len);
-  expect_complete(&f, b, digest, data, len);
-  close_piped(b, &loop);
-  fixture_done(&f);
+  piped_run(&p);
+  ck_assert_int_eq(p.seen.n, 4);
+  ck_assert_int_eq(p.seen.r[10].rc, AN_ESTATE);
+  ck_assert_uint_eq(p.seen.r[10].next, 3 * chunk);
+  for (int i = 3; i < 5; i++) /* A: the rest */
+    queue_chunk(&p, data, chunk, i, 0);
+  p.args[11] = (put_arg_t){&p.seen, 11}; /* B: its chunk 1, behind A's last */
+  ck_assert_int_eq(an_blobstore_put_async(p.b, p.digest, chunk, data + chunk, chunk, sha1, NULL,
+                                          on_put, &p.args[11], &next, &complete, err, sizeof err),
+                   1);
+  piped_run(&p);
+  ck_assert_int_eq(p.seen.n, 7);
+  ck_assert_int_eq(p.seen.r[4].complete, 1);
+  ck_assert_int_eq(p.seen.r[4].completed_here, 1);
+  ck_assert_int_eq(p.seen.r[11].rc, 0);
+  ck_assert_int_eq(p.seen.r[11].complete, 1);
+  ck_assert_int_eq(p.seen.r[11].completed_here, 0); /* counted once, for A's last chunk */
+  ck_assert_uint_eq(p.seen.r[11].next, len);
+  expect_complete(&p.f, p.b, p.digest, data, len);
+  piped_close(&p);
   free(data);
 }
 END_TEST
 
 /* Chunks that each match their own digest, of a blob whose whole digest
  * is not its name: the last one is refused, the partial file is dropped,
- * no chunk is reported kept unless a sync covered it before, and the
- * upload starts over from nothing. */
+ * no chunk is reported complete, and the upload starts over from nothing. */
 START_TEST(test_pipelined_whole_mismatch) {
-  fixture_t f;
+  piped_t p;
   size_t len = 8 * 20000, chunk = 20000;
   uint8_t *data = random_bytes(len, 24), *other = random_bytes(len, 25);
-  char digest[65], err[512], partial[600];
+  char err[512], partial[600];
   uint64_t offset = 1;
-  seen_t seen = {0};
-  put_arg_t args[PIPE_MAX];
-  uv_loop_t loop;
-  fixture_init(&f);
-  sha256sum_bytes(&f, other, len, digest); /* the name of other bytes */
-  an_blobstore_t *b = open_piped(&f, &loop);
-  ck_assert_int_eq(an_blobstore_begin(b, digest, len, &offset, err, sizeof err), 0);
+  piped_open(&p, other, len); /* named after other bytes */
   for (int i = 0; i < 8; i++)
-    queue_chunk(b, digest, data, len, chunk, i, 0, args, &seen);
-  ck_assert_int_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
-  ck_assert_int_eq(seen.n, 8);
-  ck_assert_int_eq(seen.r[7].rc, AN_EFORMAT);
-  ck_assert_msg(strstr(seen.r[7].err, "upload dropped"), "%s", seen.r[7].err);
+    queue_chunk(&p, data, chunk, i, 0);
+  piped_run(&p);
+  ck_assert_int_eq(p.seen.n, 8);
+  ck_assert_int_eq(p.seen.r[7].rc, AN_EFORMAT);
+  ck_assert_msg(strstr(p.seen.r[7].err, "upload dropped"), "%s", p.seen.r[7].err);
   for (int i = 0; i < 8; i++)
-    ck_assert_int_eq(seen.r[i].complete, 0);
-  partial_path(&f, digest, partial, sizeof partial);
+    ck_assert_int_eq(p.seen.r[i].complete, 0);
+  partial_path(&p.f, p.digest, partial, sizeof partial);
   ck_assert_int_eq(file_size(partial), -1);
-  ck_assert_int_eq(an_blobstore_has(b, digest, NULL), 0);
-  ck_assert_int_eq(an_blobstore_begin(b, digest, len, &offset, err, sizeof err), 0);
+  ck_assert_int_eq(an_blobstore_has(p.b, p.digest, NULL), 0);
+  ck_assert_int_eq(an_blobstore_begin(p.b, p.digest, len, &offset, err, sizeof err), 0);
   ck_assert_uint_eq(offset, 0);
-  close_piped(b, &loop);
-  fixture_done(&f);
+  piped_close(&p);
   free(data);
   free(other);
 }
@@ -984,74 +977,61 @@ END_TEST
  * kept are exactly what the partial file holds (cut back to what a sync
  * covered), and a new begin() resumes there and completes the blob. */
 START_TEST(test_pipelined_write_failure) {
-  fixture_t f;
+  piped_t p;
   size_t len = 6 * 20000, chunk = 20000;
   uint8_t *data = random_bytes(len, 26);
-  char digest[65], err[512], partial[600];
-  uint64_t offset = 1;
-  seen_t seen = {0};
-  put_arg_t args[PIPE_MAX];
-  uv_loop_t loop;
+  char err[512], partial[600];
+  uint64_t offset = 1, kept = 0;
+  int first_bad = -1;
   struct rlimit lim = {.rlim_cur = 2 * 20000 + 5000, .rlim_max = RLIM_INFINITY};
-  fixture_init(&f);
-  sha256sum_bytes(&f, data, len, digest);
-  an_blobstore_t *b = open_piped(&f, &loop);
-  ck_assert_int_eq(an_blobstore_begin(b, digest, len, &offset, err, sizeof err), 0);
+  piped_open(&p, data, len);
   signal(SIGXFSZ, SIG_IGN); /* a write past the limit fails with EFBIG instead */
   ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &lim), 0);
   for (int i = 0; i < 6; i++)
-    queue_chunk(b, digest, data, len, chunk, i, 0, args, &seen);
-  ck_assert_int_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    queue_chunk(&p, data, chunk, i, 0);
+  piped_run(&p);
   lim.rlim_cur = RLIM_INFINITY;
   ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &lim), 0);
-  ck_assert_int_eq(seen.n, 6);
-  uint64_t kept = 0;
-  int first_bad = -1;
+  ck_assert_int_eq(p.seen.n, 6);
   for (int i = 0; i < 6; i++) {
-    if (seen.r[i].rc == 0) {
+    if (p.seen.r[i].rc == 0) {
       ck_assert_msg(first_bad < 0, "chunk %d kept after chunk %d failed", i, first_bad);
-      kept = seen.r[i].next;
+      kept = p.seen.r[i].next;
     } else if (first_bad < 0) {
       first_bad = i;
     }
   }
   ck_assert_int_ge(first_bad, 0);
   ck_assert_int_le(first_bad, 2); /* the third chunk cannot fit */
-  partial_path(&f, digest, partial, sizeof partial);
+  partial_path(&p.f, p.digest, partial, sizeof partial);
   ck_assert_int_eq(file_size(partial), (off_t)kept);
-  ck_assert_int_eq(an_blobstore_begin(b, digest, len, &offset, err, sizeof err), 0);
+  ck_assert_int_eq(an_blobstore_begin(p.b, p.digest, len, &offset, err, sizeof err), 0);
   ck_assert_uint_eq(offset, kept);
-  memset(&seen, 0, sizeof seen);
+  memset(&p.seen, 0, sizeof p.seen);
   for (int i = (int)(kept / chunk); i < 6; i++)
-    queue_chunk(b, digest, data, len, chunk, i, 0, args, &seen);
-  ck_assert_int_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
-  ck_assert_int_eq(seen.r[5].rc, 0);
-  ck_assert_int_eq(seen.r[5].complete, 1);
-  expect_complete(&f, b, digest, data, len);
-  close_piped(b, &loop);
-  fixture_done(&f);
+    queue_chunk(&p, data, chunk, i, 0);
+  piped_run(&p);
+  ck_assert_int_eq(p.seen.r[5].rc, 0);
+  ck_assert_int_eq(p.seen.r[5].complete, 1);
+  expect_complete(&p.f, p.b, p.digest, data, len);
+  piped_close(&p);
   free(data);
 }
 END_TEST
 
 /* With a loop, the blocking put is refused rather than mixed in. */
 START_TEST(test_blocking_put_needs_no_loop) {
-  fixture_t f;
+  piped_t p;
   uint8_t data[100] = {1}, sha[32];
-  char digest[65], err[512] = "";
-  uint64_t offset = 1, next = 0;
+  char err[512] = "";
+  uint64_t next = 0;
   int complete = 0;
-  uv_loop_t loop;
-  fixture_init(&f);
-  sha256sum_bytes(&f, data, sizeof data, digest);
   chunk_digest(data, sizeof data, sha);
-  an_blobstore_t *b = open_piped(&f, &loop);
-  ck_assert_int_eq(an_blobstore_begin(b, digest, sizeof data, &offset, err, sizeof err), 0);
-  ck_assert_int_eq(an_blobstore_put(b, digest, 0, data, sizeof data, sha, NULL, &next, &complete,
-                                    err, sizeof err),
+  piped_open(&p, data, sizeof data);
+  ck_assert_int_eq(an_blobstore_put(p.b, p.digest, 0, data, sizeof data, sha, NULL, &next,
+                                    &complete, err, sizeof err),
                    UV_EINVAL);
-  close_piped(b, &loop);
-  fixture_done(&f);
+  piped_close(&p);
 }
 END_TEST
 
