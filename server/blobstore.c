@@ -56,9 +56,14 @@ typedef struct an_job_list {
  * running hash (one chunk of an upload at a time, in order), its bytes are
  * written (one at a time, in order, while the next chunk is being
  * hashed), and an fdatasync covers it (sync jobs run beside both, and the
- * chunks written meanwhile share the next). Only then is it reported. The
- * hashing job alone touches the hash, the writing and sync jobs the file;
- * the loop's thread everything else. */
+ * chunks written meanwhile share the next). Only then is it reported; the
+ * seal job renames a whole, synced blob into place. Who touches what while
+ * jobs run: the hashing job reads the hash (`sha`), `size` and `digest`;
+ * the writing job the descriptors (it may close `direct_fd`) and unlinks a
+ * dropped file; sync and seal jobs `fd` and the directories, and their own
+ * result fields. The loop's thread touches everything else, and these
+ * only when no job that uses them runs (it replaces `sha` between hashes,
+ * and cuts back or frees a file only when the upload is idle). */
 typedef struct an_upload {
   char digest[AN_DIGEST_HEX + 1]; /* "" = free slot */
   uint64_t size;                  /* declared by begin() */
@@ -441,19 +446,23 @@ static void an_upload_drop(an_blobstore_t *b, const an_upload_t *u, int *dropped
  * only the upload's file and the directories, so it may run on a job's
  * thread. */
 static int an_upload_place(an_blobstore_t *b, an_upload_t *u, char *err, size_t errlen) {
+  int e;
   /* Covers every chunk not synced yet, and the file's size. */
   if (fsync(u->fd) != 0) {
-    an_set_err(err, errlen, "cannot sync blob %s: %s", u->digest, strerror(errno));
-    return -errno;
+    e = errno;
+    an_set_err(err, errlen, "cannot sync blob %s: %s", u->digest, strerror(e));
+    return -e;
   }
   if (renameat(b->partial_fd, u->digest, b->dir_fd, u->digest) != 0) {
-    an_set_err(err, errlen, "cannot move blob %s into place: %s", u->digest, strerror(errno));
-    return -errno;
+    e = errno;
+    an_set_err(err, errlen, "cannot move blob %s into place: %s", u->digest, strerror(e));
+    return -e;
   }
   /* The new name first (it is what has() trusts), then the old one's removal. */
   if (fsync(b->dir_fd) != 0 || fsync(b->partial_fd) != 0) {
-    an_set_err(err, errlen, "cannot sync the blob directory %s: %s", b->dir, strerror(errno));
-    return -errno;
+    e = errno;
+    an_set_err(err, errlen, "cannot sync the blob directory %s: %s", b->dir, strerror(e));
+    return -e;
   }
   /* Read-only from now on, against accidents; a guard, not a durability
    * matter, so a failure here is not the upload's. */
@@ -566,6 +575,14 @@ int an_blobstore_begin(an_blobstore_t *b, const char *digest, uint64_t size, uin
     rc = AN_ETOOBIG;
     goto done;
   }
+  /* Being sealed (renamed into place, not yet durable there) or ending
+   * after a failure: neither "complete" nor a place to resume, yet. */
+  if ((u = an_upload_find(b, digest)) != NULL && (u->sealing || u->retired)) {
+    an_set_err(err, errlen, "blob %s is %s; begin it again in a moment", digest,
+               u->sealing ? "being put in place" : "being closed after a failed chunk");
+    rc = UV_EBUSY;
+    goto done;
+  }
   /* Already complete: nothing to send (unless the client means other content). */
   if (fstatat(b->dir_fd, digest, &st, AT_SYMLINK_NOFOLLOW) == 0) {
     if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != size) {
@@ -577,13 +594,7 @@ int an_blobstore_begin(an_blobstore_t *b, const char *digest, uint64_t size, uin
     *offset = size;
     goto done;
   }
-  if ((u = an_upload_find(b, digest)) != NULL) {
-    if (u->retired) {
-      an_set_err(err, errlen, "blob %s is being closed after a failed chunk; begin it again",
-                 digest);
-      rc = UV_EBUSY;
-      goto done;
-    }
+  if (u) {
     if (u->size != size) {
       an_set_err(err, errlen, "blob %s is being uploaded with %llu bytes, not %llu", digest,
                  (unsigned long long)u->size, (unsigned long long)size);
@@ -803,8 +814,17 @@ static an_put_job_t *an_job_pop(an_job_list_t *list) {
 static void an_upload_release_idle(an_blobstore_t *b, an_upload_t *u) {
   if (!u->retired || u->hashing || u->writing || u->syncing || u->sealing)
     return;
-  if (u->broken && ftruncate(u->fd, (off_t)u->synced_end) == 0 && u->written_end > u->synced_end)
-    b->bytes -= u->written_end - u->synced_end;
+  if (u->broken) {
+    if (ftruncate(u->fd, (off_t)u->synced_end) == 0) {
+      if (u->written_end > u->synced_end)
+        b->bytes -= u->written_end - u->synced_end;
+    } else if (unlinkat(b->partial_fd, u->digest, 0) == 0) {
+      /* Cannot cut it back: start the upload over rather than trust bytes
+       * past what a sync vouched for. */
+      b->bytes -= u->written_end;
+      fsync(b->partial_fd); /* best effort: a leftover is re-read, then checked whole */
+    }
+  }
   an_upload_release(u);
 }
 
@@ -923,7 +943,7 @@ static void an_sync_start(an_blobstore_t *b, an_upload_t *u) {
   u->sync_work.data = u;
   if (b->loop && uv_queue_work(b->loop, &u->sync_work, an_sync_on_work, an_sync_on_done) == 0)
     return;
-  an_sync_on_work(&u->sync_work); /* no loop (or no thread to be had): here and now */
+  an_sync_on_work(&u->sync_work); /* no loop: here and now */
   an_sync_done(b, u);
 }
 
@@ -974,7 +994,12 @@ static void an_put_written(an_put_job_t *j) {
   an_blob_put_result_t *r = &j->result;
   u->writing = NULL;
   if (u->retired) { /* the upload ended meanwhile */
-    an_put_retired_result(u, r);
+    if (j->dropped) { /* ... and this chunk removed its file: that is the answer */
+      b->bytes -= u->written_end;
+      u->written_end = u->synced_end = 0;
+    } else {
+      an_put_retired_result(u, r);
+    }
     an_put_report(j);
     an_upload_release_idle(b, u);
     return;
@@ -995,7 +1020,7 @@ static void an_put_written(an_put_job_t *j) {
       u->written_end = u->synced_end = 0; /* the file is gone: nothing to cut back to */
     }
     snprintf(why, sizeof why, "%s", r->err);
-    an_upload_retire(b, u, 0, j->mismatch ? AN_EFORMAT : UV_EIO, why);
+    an_upload_retire(b, u, 0, j->mismatch || r->rc == AN_ENOSPACE ? r->rc : UV_EIO, why);
     an_put_report(j); /* after: retiring may free the slot, never the job */
   } else {
     an_job_append(&u->unsynced, j);
@@ -1034,7 +1059,7 @@ static void an_put_pump(an_blobstore_t *b, an_upload_t *u) {
     j = u->writing = an_job_pop(&u->to_write);
     j->work.data = j;
     if (!b->loop || uv_queue_work(b->loop, &j->work, an_put_on_write, an_put_on_written) != 0) {
-      an_put_write(j); /* no loop (or no thread to be had): here and now */
+      an_put_write(j); /* no loop: here and now */
       an_put_written(j);
       return; /* that pumped again, or ended the upload */
     }
@@ -1121,8 +1146,14 @@ int an_blobstore_put(an_blobstore_t *b, const char *digest, uint64_t offset, con
 
 int an_blobstore_has(an_blobstore_t *b, const char *digest, uint64_t *size) {
   struct stat st;
-  if (!an_digest_ok(digest) || fstatat(b->dir_fd, digest, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
-      !S_ISREG(st.st_mode))
+  an_upload_t *u;
+  if (!an_digest_ok(digest))
+    return 0;
+  /* Renamed into place but the directory not yet synced (the seal runs on
+   * a thread), or a seal that failed: nothing may rely on it yet. */
+  if ((u = an_upload_find(b, digest)) != NULL && (u->sealing || (u->retired && !u->complete)))
+    return 0;
+  if (fstatat(b->dir_fd, digest, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode))
     return 0;
   if (size)
     *size = (uint64_t)st.st_size;

@@ -3,23 +3,24 @@
  *   DIR/<sha256 hex>            complete, verified, read-only
  *   DIR/partial/<sha256 hex>    an upload in progress
  *
- * Uploads arrive in chunks, each with its own SHA-256, in order: a chunk is
- * accepted only at the current end of the partial file and only if its
- * digest matches, and it is on disk (fdatasync) before it is reported
- * kept, so the offset a client is told to resume from is always verified,
- * durable data, across disconnects and broker restarts. With a loop
- * (an_blobstore_use_loop) the hashing, writing and syncing of chunks run
- * on its thread pool, in order per upload, hashing one chunk while the
- * previous one is written and an fdatasync covers those before it, while
- * the loop's thread decrypts the next ones and serves everyone else; the
- * chunks written while one sync runs share the next. The last chunk completes the
- * blob: the whole file's SHA-256 must equal its name, then it is renamed
- * into place (and the directory fsynced). Quotas: a maximum blob size and a
+ * Uploads arrive in chunks, each with its own SHA-256 or the blob's up to
+ * its end, in order: a chunk is accepted only at the end the chunks before
+ * it reach and only if its digest matches, and it is on disk (fdatasync)
+ * before it is reported kept, so the offset begin() gives to resume from
+ * is always verified, durable data, across disconnects and broker
+ * restarts. With a loop (an_blobstore_use_loop) the hashing, writing and
+ * syncing of chunks run on its thread pool, in order per upload: one chunk
+ * is hashed while the one before it is written and an fdatasync covers
+ * those before that, and the loop's thread decrypts the next ones and
+ * serves everyone else; the chunks written while one sync runs share the
+ * next. The last chunk completes the blob: the whole file's SHA-256 must
+ * equal its name and a sync must cover all of it, then it is renamed into
+ * place (and the directory fsynced). Quotas: a maximum blob size and a
  * free-disk floor under which new bytes are refused.
  *
  * Called from one thread (the broker's loop); only put's jobs run
- * elsewhere. Hashing a resumed partial file happens once, when its upload
- * is resumed after a restart. */
+ * elsewhere. A partial file is hashed again, on the loop's thread, when
+ * its upload begins after a restart, an eviction or a failure. */
 #ifndef AN_SERVER_BLOBSTORE_H
 #define AN_SERVER_BLOBSTORE_H
 
@@ -96,10 +97,13 @@ typedef void (*an_blob_put_cb)(const an_blob_put_result_t *r, void *arg);
  * and cb is never called; a chunk of a blob that is already complete
  * returns 0 with *complete = 1. Otherwise it returns 1: the chunk is
  * queued behind the upload's others, `data` must stay valid until cb, and
- * cb(result, arg) reports it (after a failed chunk, the ones queued behind
- * it are refused with AN_ESTATE and where to continue). Chunks are checked
- * against the end the queued ones will reach, so a client may keep
- * several in flight. */
+ * cb(result, arg) reports it. After a chunk refused for its digest, the
+ * ones queued behind it get AN_ESTATE and where to continue; after a
+ * failed write, sync or seal the upload ends and they get AN_ENOTFOUND
+ * (begin it again). Chunks are checked against the end the queued ones
+ * will reach, so a client may keep several in flight; a chunk out of
+ * place while others are in flight waits for them and is told the
+ * verified end they reached (or that the blob is complete). */
 int an_blobstore_put_async(an_blobstore_t *b, const char *digest, uint64_t offset,
                            const void *data, size_t len, const uint8_t *chunk_sha256,
                            const uint8_t *prefix_sha256, an_blob_put_cb cb, void *arg,

@@ -284,8 +284,9 @@ static int an_session_on_frame(an_conn_t *conn, const uint8_t *payload, size_t l
   Archnet__Envelope *req;
   int rc;
 
-  /* The arena was reset after the last request (so that a big block it
-   * needed is kept for this one, an upload's next chunk; see arena.h). */
+  /* The arena was reset after the last request, keeping the big block it
+   * needed for this one (see arena.h). A chunk's arena leaves with its job
+   * instead and comes back through the pool (an_session_return_arena). */
   if (s->env.stats)
     atomic_fetch_add(&s->env.stats->bytes_received, len + 4);
   req = an_wire_unpack(&s->arena, payload, len);
@@ -317,7 +318,7 @@ static int an_session_on_frame(an_conn_t *conn, const uint8_t *payload, size_t l
                             an_wire_body_name(req));
   }
   /* The request is done with: an idle session keeps at most the one big
-   * block this request needed (an upload's chunk), until its next one. */
+   * block this request needed, until its next one. */
   an_arena_reset(&s->arena);
   return rc;
 }
