@@ -548,6 +548,47 @@ static uint64_t submit_by_hand(an_client_t *c, const an_blob_digests_t d[4], an_
   return r->task_info->task_id;
 }
 
+/* A broker with a funded publisher whose task (a dataset of `rows`
+ * training rows, hashed for chunks of `chunk` bytes) was submitted through
+ * the client library and waits for its uploads. */
+typedef struct upload_case {
+  broker_t b;
+  char pub[700];
+  char paths[4][800];
+  an_blob_digests_t d[4];
+  an_arena_t a;
+  an_client_t *c;
+  uint64_t task;
+} upload_case_t;
+
+static void upload_case_start(upload_case_t *u, int rows, uint32_t chunk) {
+  an_arena_init(&u->a, 0, 0);
+  broker_init(&u->b);
+  broker_start(&u->b);
+  enroll(&u->b, "publisher", "alice", u->pub, sizeof u->pub);
+  free(admin(&u->b, "topup", "1", "1000"));
+  hashed_dataset(&u->b, rows, chunk, u->paths, u->d);
+  u->c = connect_node(u->pub);
+  u->task = submit_by_hand(u->c, u->d, &u->a);
+}
+
+/* Uploads the four datasets (resuming wherever the broker is), checks the
+ * task is queued, and lets go of everything but the broker. */
+static void upload_case_finish(upload_case_t *u) {
+  char err[1024];
+  for (int i = 0; i < 4; i++)
+    ck_assert_msg(an_transfer_upload(u->c, u->task, u->paths[i], &u->d[i], NULL, NULL, err,
+                                     sizeof err) == 0,
+                  "%s: %s", u->paths[i], err);
+  Archnet__TaskInfo *t = status(u->c, u->task, &u->a);
+  ck_assert_ptr_nonnull(t);
+  ck_assert_int_eq(t->state, ARCHNET__TASK_STATE__TASK_QUEUED);
+  for (int i = 0; i < 4; i++)
+    an_blob_digests_free(&u->d[i]);
+  an_client_close(u->c);
+  an_arena_destroy(&u->a);
+}
+
 /* BeginBlob + one PutBlobChunk by hand (with the chunk's own digest): the
  * broker's verified end is then `len`, off the upload's chunk grid. */
 static void put_first_bytes(an_client_t *c, uint64_t task, const char *path,
@@ -601,46 +642,27 @@ static void flip_byte(const char *path, long at) {
  * message that says so, and nothing after it is kept; once the file is
  * as hashed again, the upload completes from the last verified byte. */
 START_TEST(test_upload_resumes_off_grid_and_refuses_changed_file) {
-  broker_t b;
-  char pub[700], err[1024], paths[4][800];
-  an_blob_digests_t d[4];
-  an_arena_t a;
-  an_arena_init(&a, 0, 0);
-  broker_init(&b);
-  broker_start(&b);
-  enroll(&b, "publisher", "alice", pub, sizeof pub);
-  free(admin(&b, "topup", "1", "1000"));
-  hashed_dataset(&b, 2000, 4096, paths, d); /* train_x: 1.5 MB, 375 chunks of 4 KiB */
-  an_client_t *c = connect_node(pub);
-  uint64_t task = submit_by_hand(c, d, &a);
-
-  put_first_bytes(c, task, paths[0], &d[0], 1000, &a);
+  upload_case_t u;
+  char err[1024];
+  upload_case_start(&u, 2000, 4096); /* train_x: 1.5 MB, 375 chunks of 4 KiB */
+  put_first_bytes(u.c, u.task, u.paths[0], &u.d[0], 1000, &u.a);
   /* Changed after hashing, in its third chunk (bytes 8192..12287). */
-  flip_byte(paths[0], 9000);
-  int rc = an_transfer_upload(c, task, paths[0], &d[0], NULL, NULL, err, sizeof err);
+  flip_byte(u.paths[0], 9000);
+  int rc = an_transfer_upload(u.c, u.task, u.paths[0], &u.d[0], NULL, NULL, err, sizeof err);
   ck_assert_int_eq(rc, AN_EREMOTE);
   ck_assert_msg(strstr(err, "changed after it was hashed") && strstr(err, "BAD_DIGEST"), "%s",
                 err);
-  flip_byte(paths[0], 9000); /* as it was hashed again */
+  flip_byte(u.paths[0], 9000); /* as it was hashed again */
   /* The broker kept 1000..8192 (the first two chunks, the first one short)
    * and nothing after the refused one: the retry resumes there. */
   char partial[900];
   struct stat stp;
-  snprintf(partial, sizeof partial, "%s/blobs/partial/%s", b.data, d[0].sha256);
+  snprintf(partial, sizeof partial, "%s/blobs/partial/%s", u.b.data, u.d[0].sha256);
   ck_assert_int_eq(stat(partial, &stp), 0);
   ck_assert_int_eq(stp.st_size, 8192);
-  for (int i = 0; i < 4; i++)
-    ck_assert_msg(an_transfer_upload(c, task, paths[i], &d[i], NULL, NULL, err, sizeof err) == 0,
-                  "%s: %s", paths[i], err);
-  Archnet__TaskInfo *t = status(c, task, &a);
-  ck_assert_ptr_nonnull(t);
-  ck_assert_int_eq(t->state, ARCHNET__TASK_STATE__TASK_QUEUED);
-  for (int i = 0; i < 4; i++)
-    an_blob_digests_free(&d[i]);
-  an_client_close(c);
-  an_arena_destroy(&a);
-  broker_stop(&b, SIGTERM);
-  broker_free(&b);
+  upload_case_finish(&u);
+  broker_stop(&u.b, SIGTERM);
+  broker_free(&u.b);
 }
 END_TEST
 
@@ -650,21 +672,12 @@ END_TEST
  * upload from there. The chunks are 64 KiB, so the broker writes them with
  * O_DIRECT, as it does real uploads. */
 START_TEST(test_hang_up_with_chunks_in_flight) {
-  broker_t b;
-  char pub[700], err[1024], paths[4][800];
-  an_blob_digests_t d[4];
-  an_arena_t a;
-  an_arena_init(&a, 0, 0);
-  broker_init(&b);
-  broker_start(&b);
-  enroll(&b, "publisher", "alice", pub, sizeof pub);
-  free(admin(&b, "topup", "1", "1000"));
-  hashed_dataset(&b, 20000, 65536, paths, d); /* train_x: 15 MB, 235 chunks of 64 KiB */
-  an_client_t *c = connect_node(pub);
-  uint64_t task = submit_by_hand(c, d, &a);
-  put_first_bytes(c, task, paths[0], &d[0], 65536, &a);
+  upload_case_t u;
+  char err[1024];
+  upload_case_start(&u, 20000, 65536); /* train_x: 15 MB, 235 chunks of 64 KiB */
+  put_first_bytes(u.c, u.task, u.paths[0], &u.d[0], 65536, &u.a);
   /* 128 more chunks sent at once, none waited for. */
-  FILE *f = fopen(paths[0], "rb");
+  FILE *f = fopen(u.paths[0], "rb");
   uint8_t *buf = malloc(65536);
   ck_assert(f && buf);
   ck_assert_int_eq(fseek(f, 65536, SEEK_SET), 0);
@@ -673,36 +686,27 @@ START_TEST(test_hang_up_with_chunks_in_flight) {
     Archnet__PutBlobChunk pc = ARCHNET__PUT_BLOB_CHUNK__INIT;
     uint64_t id = 0;
     ck_assert_uint_eq(fread(buf, 1, 65536, f), 65536);
-    pc.sha256 = d[0].sha256;
+    pc.sha256 = u.d[0].sha256;
     pc.offset = k * 65536;
     pc.data.data = buf;
     pc.data.len = 65536;
-    pc.prefix_sha256.data = d[0].prefix[k];
+    pc.prefix_sha256.data = u.d[0].prefix[k];
     pc.prefix_sha256.len = 32;
     req.body_case = ARCHNET__ENVELOPE__BODY_PUT_BLOB_CHUNK;
     req.put_blob_chunk = &pc;
-    ck_assert_msg(an_client_send(c, &req, &id, err, sizeof err) == 0, "%s", err);
+    ck_assert_msg(an_client_send(u.c, &req, &id, err, sizeof err) == 0, "%s", err);
   }
   fclose(f);
   free(buf);
-  an_client_close(c);
+  an_client_close(u.c);
   /* Again, as a rerun of submit would: the upload resumes where the broker's
    * durable end is and completes. */
-  c = connect_node(pub);
-  for (int i = 0; i < 4; i++)
-    ck_assert_msg(an_transfer_upload(c, task, paths[i], &d[i], NULL, NULL, err, sizeof err) == 0,
-                  "%s: %s", paths[i], err);
-  Archnet__TaskInfo *t = status(c, task, &a);
-  ck_assert_ptr_nonnull(t);
-  ck_assert_int_eq(t->state, ARCHNET__TASK_STATE__TASK_QUEUED);
-  for (int i = 0; i < 4; i++)
-    an_blob_digests_free(&d[i]);
-  an_client_close(c);
-  an_arena_destroy(&a);
+  u.c = connect_node(u.pub);
+  upload_case_finish(&u);
   /* A clean exit: under the sanitizers, nothing leaked or used after free. */
-  kill(b.pid, SIGTERM);
-  ck_assert_int_eq(an_test_wait(b.pid, 20000), 0);
-  broker_free(&b);
+  kill(u.b.pid, SIGTERM);
+  ck_assert_int_eq(an_test_wait(u.b.pid, 20000), 0);
+  broker_free(&u.b);
 }
 END_TEST
 
