@@ -86,13 +86,12 @@ typedef struct an_upload {
   int seal_rc;          /* set by the thread */
   char seal_err[256];   /* set by the thread */
   int syncing;          /* sync_work is on a thread, covering [0, sync_target) */
-  int sync_again;       /* chunks were written meanwhile: sync once more after it */
   int sync_rc;          /* set by the thread */
   uint64_t sync_target;
   int retired;          /* complete, dropped or broken: forgotten once nothing runs */
   int broken;           /* the file may hold bytes past synced_end nobody vouches for */
   int complete;         /* retired because the blob is in place */
-  an_blobstore_t *b;    /* for the sync's completion */
+  an_blobstore_t *b;    /* its store, for the sync and seal completions */
 } an_upload_t;
 
 struct an_put_job {
@@ -470,20 +469,16 @@ static int an_upload_place(an_blobstore_t *b, an_upload_t *u, char *err, size_t 
   return 0;
 }
 
-/* Checks the finished file against its name and moves it into place; on
- * a digest mismatch the partial file is removed (*dropped = 1). */
-static int an_upload_seal(an_blobstore_t *b, an_upload_t *u, int *dropped, char *err,
-                          size_t errlen) {
-  int rc = an_upload_check_whole(u, u->sha, err, errlen);
-  *dropped = 0;
-  if (rc == AN_EFORMAT)
-    an_upload_drop(b, u, dropped);
-  return rc ? rc : an_upload_place(b, u, err, errlen);
-}
-
-/* an_upload_seal, then the slot is released whatever happened. */
+/* A whole partial file found at begin() (an empty blob, or a crash
+ * between the last chunk and the rename): checked against its name and
+ * moved into place, or removed on a mismatch. The slot is released
+ * whatever happens. */
 static int an_upload_finish(an_blobstore_t *b, an_upload_t *u, char *err, size_t errlen) {
-  int dropped = 0, rc = an_upload_seal(b, u, &dropped, err, errlen);
+  int dropped = 0, rc = an_upload_check_whole(u, u->sha, err, errlen);
+  if (rc == AN_EFORMAT)
+    an_upload_drop(b, u, &dropped);
+  else if (rc == 0)
+    rc = an_upload_place(b, u, err, errlen);
   if (dropped)
     b->bytes -= u->end;
   an_upload_release(u);
@@ -504,6 +499,7 @@ static int an_upload_open(an_blobstore_t *b, const char *digest, uint64_t size, 
     return UV_EBUSY;
   }
   memcpy(u->digest, digest, AN_DIGEST_HEX + 1);
+  u->b = b;
   u->size = size;
   u->last_use = ++b->clock;
   u->fd = openat(b->partial_fd, digest, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
@@ -881,7 +877,6 @@ static void an_seal_on_done(uv_work_t *w, int status) {
 
 static void an_seal_start(an_blobstore_t *b, an_upload_t *u) {
   u->sealing = 1;
-  u->b = b;
   u->seal_work.data = u;
   if (b->loop && uv_queue_work(b->loop, &u->seal_work, an_seal_on_work, an_seal_on_done) == 0)
     return;
@@ -917,7 +912,7 @@ static void an_sync_done(an_blobstore_t *b, an_upload_t *u) {
     an_put_report(an_job_pop(&u->unsynced));
   if (u->synced_end == u->size)
     an_seal_start(b, u);
-  else if (u->sync_again || u->unsynced.head)
+  else if (u->written_end > u->synced_end) /* written while it ran */
     an_sync_start(b, u);
 }
 
@@ -927,19 +922,13 @@ static void an_sync_on_done(uv_work_t *w, int status) {
   an_sync_done(u->b, u);
 }
 
-/* Makes what is written durable: a sync job now, or once the running one
- * is done. */
+/* Makes what is written durable: a sync job now, or, if one runs, once it
+ * is done (an_sync_done starts the next for what was written meanwhile). */
 static void an_sync_start(an_blobstore_t *b, an_upload_t *u) {
-  if (u->syncing) {
-    u->sync_again = 1;
-    return;
-  }
-  u->sync_again = 0;
-  if (u->written_end == u->synced_end)
+  if (u->syncing || u->written_end == u->synced_end)
     return;
   u->syncing = 1;
   u->sync_target = u->written_end;
-  u->b = b;
   u->sync_work.data = u;
   if (b->loop && uv_queue_work(b->loop, &u->sync_work, an_sync_on_work, an_sync_on_done) == 0)
     return;
